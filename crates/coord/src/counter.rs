@@ -2,12 +2,21 @@
 //!
 //! # Encoding
 //!
-//! Each kind has one 64-bit word. The low 32 bits are the number of active
-//! tokens of that kind; the high 32 bits are the number of admission holds
-//! (safe states that have closed admission for the kind). Keeping both in
-//! one word makes "admission is open, so count me" a single compare-exchange:
-//! once a safe state has closed admission, no token can slip in between its
-//! check and its increment.
+//! Each kind has one 64-bit word:
+//!
+//! - bits 0..32: the number of active tokens of that kind;
+//! - bits 32..63: the number of admission holds (safe states that have
+//!   closed admission for the kind);
+//! - bit 63, `WAITERS`: some thread is blocked waiting for the kind to go
+//!   idle.
+//!
+//! Keeping all three in one word makes each decision a single atomic
+//! operation on one location. "Admission is open, so count me" is one
+//! compare-exchange: once a safe state has closed admission, no token can
+//! slip in between the check and the increment. And the release that
+//! brings a count to zero learns from the value its own decrement returns
+//! whether anyone waits, so the release path is one read-modify-write with
+//! no lock, and no second location to read.
 //!
 //! # Invariants
 //!
@@ -15,12 +24,13 @@
 //!    down through [`CounterInner::leave`], and a token calls `leave` only
 //!    after a successful enter, exactly once. So the count is the number of
 //!    active tokens and can not go below zero.
-//! 2. A thread blocked in a wait is counted in `waiters` before it reads the
-//!    words, and a release that brings a count to zero reads `waiters` after
-//!    its decrement (both `SeqCst`), so at least one side sees the other:
-//!    either the waiter sees the zero, or the releaser sees the waiter and
-//!    notifies under the lock. That is how idle wake-ups are never lost
-//!    while the release path takes no lock when nobody waits.
+//! 2. A waiter sets `WAITERS` (a read-modify-write) while holding the lock,
+//!    and only then reads the count. A release that brings the count to
+//!    zero after that read is later in the word's modification order, so
+//!    its decrement returns a value with `WAITERS` set, and it notifies
+//!    under the lock. The waiter holds the lock from its read until it
+//!    sleeps, so the notify finds it asleep: no lost wake-up. The last
+//!    waiter to leave clears `WAITERS`, under the lock.
 //!
 //! Lock order: the counter's lock is a leaf; nothing else is locked while
 //! it is held.
@@ -29,12 +39,18 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::kind::{Scope, WorkerKind};
-use crate::sync::{self, AtomicU64, AtomicUsize, Arc, Condvar, Mutex, Ordering};
+use crate::sync::{self, Arc, AtomicU64, Condvar, Mutex, Ordering};
 use crate::token::WorkerToken;
 use crate::Error;
 
 const COUNT_MASK: u64 = 0xFFFF_FFFF;
 const HOLD_ONE: u64 = 1 << 32;
+const WAITERS: u64 = 1 << 63;
+const HOLD_MASK: u64 = !COUNT_MASK & !WAITERS;
+
+fn holds(word: u64) -> u64 {
+    (word & HOLD_MASK) >> 32
+}
 
 /// How a token asks to become active while admission may be closed.
 ///
@@ -106,10 +122,9 @@ pub struct WorkerCounter {
 pub(crate) struct CounterInner {
     /// One word per kind, indexed by `WorkerKind::index`; see the module doc.
     words: [AtomicU64; 2],
-    /// Threads blocked in an idle or admission wait (invariant 2).
-    waiters: AtomicUsize,
-    /// Guards nothing but the condition variable's sleep/wake hand-off.
-    lock: Mutex<()>,
+    /// Threads blocked in an idle wait, per kind; `WAITERS` is set in a
+    /// kind's word while its entry here is not zero (invariant 2).
+    lock: Mutex<[usize; 2]>,
     cv: Condvar,
     /// Set once when a mirror attaches; told about every change.
     #[cfg(not(loom))]
@@ -183,7 +198,7 @@ impl WorkerCounter {
 
     /// Returns `true` if tokens of `kind` are admitted now.
     pub fn is_admitting(&self, kind: WorkerKind) -> bool {
-        self.inner.word(kind).load(Ordering::SeqCst) < HOLD_ONE
+        holds(self.inner.word(kind).load(Ordering::SeqCst)) == 0
     }
 }
 
@@ -225,8 +240,8 @@ impl Drop for AdmissionHold {
     fn drop(&mut self) {
         let inner = &self.counter.inner;
         let prev = inner.word(self.kind).fetch_sub(HOLD_ONE, Ordering::SeqCst);
-        debug_assert!(prev >= HOLD_ONE, "admission hold released twice");
-        if prev < 2 * HOLD_ONE {
+        debug_assert!(holds(prev) != 0, "admission hold released twice");
+        if holds(prev) == 1 {
             // This was the last hold: wake any token waiting for admission.
             // Reopening is rare, so notify under the lock unconditionally.
             inner.notify_waiters();
@@ -264,13 +279,12 @@ impl CounterInner {
         let word = self.word(kind);
         let mut current = word.load(Ordering::Relaxed);
         loop {
-            if current >= HOLD_ONE && !bypass {
+            if holds(current) != 0 && !bypass {
                 return self.enter_when_admitted(kind, admission);
             }
             assert!(current & COUNT_MASK < COUNT_MASK, "too many active {kind} tokens");
             // SeqCst: pairs with the mirror's read of the words after it
-            // clears its dirty flag (see `ChangeSignal`), and with waits
-            // that re-read the word under the lock.
+            // clears its dirty flag (see `ChangeSignal`).
             match word.compare_exchange_weak(
                 current,
                 current + 1,
@@ -293,10 +307,11 @@ impl CounterInner {
         };
         let word = self.word(kind);
         let mut guard = sync::lock(&self.lock);
-        self.waiters.fetch_add(1, Ordering::SeqCst);
+        // Hold drops notify under the lock unconditionally, and we read the
+        // word while holding it, so no wake-up is lost here.
         let result = loop {
             let current = word.load(Ordering::SeqCst);
-            if current < HOLD_ONE {
+            if holds(current) == 0 {
                 // Admission is open: try to count ourselves. The exchange
                 // can fail if the count moved or a hold arrived; loop.
                 if word
@@ -313,7 +328,6 @@ impl CounterInner {
                 break Err(Error::AdmissionClosed { kind });
             }
         };
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
         drop(guard);
         if result.is_ok() {
             self.changed();
@@ -324,11 +338,11 @@ impl CounterInner {
     /// Uncounts one active token of `kind`. Called once per successful enter.
     #[inline]
     pub(crate) fn leave(&self, kind: WorkerKind) {
-        // SeqCst: the decrement and the following read of `waiters` form
-        // one side of invariant 2.
+        // The value before the decrement tells both whether this was the
+        // last token and whether anyone waits (invariant 2).
         let prev = self.word(kind).fetch_sub(1, Ordering::SeqCst);
         debug_assert!(prev & COUNT_MASK != 0, "{kind} count went below zero");
-        if prev & COUNT_MASK == 1 && self.waiters.load(Ordering::SeqCst) != 0 {
+        if prev & (COUNT_MASK | WAITERS) == WAITERS | 1 {
             self.notify_waiters();
         }
         self.changed();
@@ -346,19 +360,32 @@ impl CounterInner {
         if self.idle(scope) {
             return true;
         }
-        let mut guard = sync::lock(&self.lock);
-        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let mut waiters = sync::lock(&self.lock);
+        let kinds = || WorkerKind::ALL.into_iter().filter(|&k| scope.covers(k));
+        for kind in kinds() {
+            waiters[kind.index()] += 1;
+            if waiters[kind.index()] == 1 {
+                self.word(kind).fetch_or(WAITERS, Ordering::SeqCst);
+            }
+        }
         let idle = loop {
+            // These reads come after our `fetch_or` on each word, so they
+            // see every release that could have missed the flag.
             if self.idle(scope) {
                 break true;
             }
-            let (g, waited) = sync::wait_until(&self.cv, guard, deadline);
-            guard = g;
+            let (w, waited) = sync::wait_until(&self.cv, waiters, deadline);
+            waiters = w;
             if !waited {
                 break self.idle(scope);
             }
         };
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        for kind in kinds() {
+            waiters[kind.index()] -= 1;
+            if waiters[kind.index()] == 0 {
+                self.word(kind).fetch_and(!WAITERS, Ordering::SeqCst);
+            }
+        }
         idle
     }
 

@@ -64,6 +64,18 @@ impl Checkpoint {
     }
 }
 
+/// A shared handle to one pause gate.
+#[derive(Clone, Default)]
+pub(crate) struct Gate(Arc<GateInner>);
+
+impl std::ops::Deref for Gate {
+    type Target = GateInner;
+
+    fn deref(&self) -> &GateInner {
+        &self.0
+    }
+}
+
 pub(crate) struct GateInner {
     state: AtomicUsize,
     lock: Mutex<Waits>,
@@ -94,7 +106,7 @@ impl Default for GateInner {
     }
 }
 
-impl GateInner {
+impl Gate {
     fn load(&self) -> usize {
         self.state.load(Ordering::SeqCst)
     }
@@ -186,7 +198,7 @@ impl GateInner {
 
     /// Leaves the parked state to start a unit of work, blocking while a
     /// pause is requested. Returns `false` if shutdown cut the wait short.
-    pub(crate) fn begin_unit(self: &Arc<Self>, shutdown: Option<&Shutdown>) -> bool {
+    pub(crate) fn begin_unit(&self, shutdown: Option<&Shutdown>) -> bool {
         loop {
             if self.try_run() {
                 return true;
@@ -204,7 +216,7 @@ impl GateInner {
     /// a request that this load misses is seen at the next checkpoint or at
     /// the end of the unit, and no observer is told "parked" before then.
     #[inline]
-    pub(crate) fn checkpoint(self: &Arc<Self>, shutdown: Option<&Shutdown>) -> Checkpoint {
+    pub(crate) fn checkpoint(&self, shutdown: Option<&Shutdown>) -> Checkpoint {
         if !requested(self.state.load(Ordering::Relaxed)) {
             return Checkpoint::Continue;
         }
@@ -212,7 +224,7 @@ impl GateInner {
     }
 
     #[cold]
-    fn checkpoint_slow(self: &Arc<Self>, shutdown: Option<&Shutdown>) -> Checkpoint {
+    fn checkpoint_slow(&self, shutdown: Option<&Shutdown>) -> Checkpoint {
         let prev = self.state.load(Ordering::SeqCst);
         let was_running = prev & RUNNING != 0;
         if was_running {
@@ -236,7 +248,7 @@ impl GateInner {
 
     /// Blocks the owner until no pause is requested (returns `true`) or
     /// shutdown is requested (returns `false`).
-    fn wait_resumed(self: &Arc<Self>, shutdown: Option<&Shutdown>) -> bool {
+    fn wait_resumed(&self, shutdown: Option<&Shutdown>) -> bool {
         let _subscription = shutdown.map(|s| s.subscribe(self));
         let mut waits = sync::lock(&self.lock);
         waits.owners += 1;
@@ -256,7 +268,7 @@ impl GateInner {
     /// Sleeps the (parked) owner until new work is announced, a pause is
     /// lifted, shutdown is requested or `deadline` passes. Spurious returns
     /// are possible; the owner just looks for work again.
-    pub(crate) fn idle(self: &Arc<Self>, shutdown: Option<&Shutdown>, deadline: Option<Instant>) {
+    pub(crate) fn idle(&self, shutdown: Option<&Shutdown>, deadline: Option<Instant>) {
         let _subscription = shutdown.map(|s| s.subscribe(self));
         let mut waits = sync::lock(&self.lock);
         if !waits.nudged && !shutdown.is_some_and(Shutdown::is_requested) {

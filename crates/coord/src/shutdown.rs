@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::gate::GateInner;
+use crate::gate::Gate;
 use crate::sync::{self, Arc, AtomicBool, Condvar, Mutex, Ordering};
 
 /// A request to stop, shared by clones, that wakes blocked waits.
@@ -47,7 +47,7 @@ struct ShutdownInner {
 #[derive(Default)]
 struct Listeners {
     next_id: u64,
-    gates: Vec<(u64, Arc<GateInner>)>,
+    gates: Vec<(u64, Gate)>,
 }
 
 impl Shutdown {
@@ -67,7 +67,7 @@ impl Shutdown {
         if self.inner.requested.swap(true, Ordering::SeqCst) {
             return false;
         }
-        let gates: Vec<Arc<GateInner>> = {
+        let gates: Vec<Gate> = {
             let listeners = sync::lock(&self.inner.listeners);
             self.inner.cv.notify_all();
             listeners.gates.iter().map(|(_, gate)| gate.clone()).collect()
@@ -101,7 +101,7 @@ impl Shutdown {
 
     /// Registers `gate` to be woken by `request` until the subscription is
     /// dropped. The caller checks `is_requested` after subscribing.
-    pub(crate) fn subscribe(&self, gate: &Arc<GateInner>) -> Subscription<'_> {
+    pub(crate) fn subscribe(&self, gate: &Gate) -> Subscription<'_> {
         let mut listeners = sync::lock(&self.inner.listeners);
         let id = listeners.next_id;
         listeners.next_id += 1;

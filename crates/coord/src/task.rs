@@ -3,10 +3,9 @@
 
 use std::fmt;
 
-use crate::gate::{Checkpoint, GateInner};
+use crate::gate::{Checkpoint, Gate};
 use crate::shutdown::Shutdown;
 use crate::status::StatusCell;
-use crate::sync::Arc;
 
 /// An error from a background task; any error type will do.
 pub type TaskError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -112,7 +111,7 @@ impl Outcome {
 /// [`BackgroundTask::run_item`].
 pub struct Unit<'a> {
     pub(crate) name: &'a str,
-    pub(crate) gate: &'a Arc<GateInner>,
+    pub(crate) gate: &'a Gate,
     pub(crate) shutdown: &'a Shutdown,
     pub(crate) status: &'a StatusCell,
 }

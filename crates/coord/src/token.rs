@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::time::Duration;
 
 use crate::counter::{Admission, CounterInner, WorkerCounter};
-use crate::gate::{Checkpoint, GateInner};
+use crate::gate::{Checkpoint, Gate};
 use crate::kind::WorkerKind;
 use crate::shutdown::Shutdown;
 use crate::sync::{self, Arc, AtomicBool, Ordering};
@@ -49,10 +49,10 @@ static NEXT_ID: StdAtomicU64 = StdAtomicU64::new(1);
 pub struct WorkerToken {
     counter: Arc<CounterInner>,
     kind: WorkerKind,
-    name: Arc<str>,
+    name: Box<str>,
     /// `true` between a successful activation and the matching release.
     active: AtomicBool,
-    gate: Option<Arc<GateInner>>,
+    gate: Option<Gate>,
     /// Background runners skip admission: they park instead of waiting.
     bypass_admission: bool,
 }
@@ -67,10 +67,10 @@ impl WorkerToken {
 
     /// Creates an inactive, pausable token of `kind`.
     pub fn pausable(counter: &WorkerCounter, kind: WorkerKind) -> Self {
-        Self::build(counter, kind, Some(Arc::new(GateInner::default())))
+        Self::build(counter, kind, Some(Gate::default()))
     }
 
-    fn build(counter: &WorkerCounter, kind: WorkerKind, gate: Option<Arc<GateInner>>) -> Self {
+    fn build(counter: &WorkerCounter, kind: WorkerKind, gate: Option<Gate>) -> Self {
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
             counter: counter.inner.clone(),
@@ -185,7 +185,7 @@ impl WorkerToken {
 
     // Pausing -----------------------------------------------------------
 
-    fn gate(&self) -> Result<&Arc<GateInner>, Error> {
+    fn gate(&self) -> Result<&Gate, Error> {
         self.gate.as_ref().ok_or_else(|| Error::NotPausable {
             name: self.name.to_string(),
         })
@@ -284,7 +284,7 @@ impl WorkerToken {
         Some(UnitGuard { token: self })
     }
 
-    pub(crate) fn gate_inner(&self) -> Option<&Arc<GateInner>> {
+    pub(crate) fn gate_inner(&self) -> Option<&Gate> {
         self.gate.as_ref()
     }
 }
@@ -337,11 +337,11 @@ impl Drop for UnitGuard<'_> {
 /// [`WorkersHold`](crate::WorkersHold) and [`SafeState`](crate::SafeState).
 #[must_use = "the pause is lifted as soon as the hold is dropped"]
 pub struct PauseHold {
-    gate: Arc<GateInner>,
+    gate: Gate,
 }
 
 impl PauseHold {
-    pub(crate) fn on(gate: &Arc<GateInner>) -> Self {
+    pub(crate) fn on(gate: &Gate) -> Self {
         gate.add_hold();
         Self { gate: gate.clone() }
     }

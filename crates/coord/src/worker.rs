@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::counter::WorkerCounter;
-use crate::gate::GateInner;
+use crate::gate::Gate;
 use crate::kind::WorkerKind;
 use crate::shutdown::Shutdown;
 use crate::status::{StatusCell, WorkerState, WorkerStatus};
@@ -137,13 +137,13 @@ struct Run {
 /// The task with its item type erased, so runners of different tasks can
 /// live side by side.
 trait Runnable: Send {
-    fn run_loop(&mut self, shared: &Shared, gate: &Arc<GateInner>, shutdown: &Shutdown);
+    fn run_loop(&mut self, shared: &Shared, gate: &Gate, shutdown: &Shutdown);
 }
 
 struct Erased<T>(T);
 
 impl<T: BackgroundTask> Runnable for Erased<T> {
-    fn run_loop(&mut self, shared: &Shared, gate: &Arc<GateInner>, shutdown: &Shutdown) {
+    fn run_loop(&mut self, shared: &Shared, gate: &Gate, shutdown: &Shutdown) {
         let task = &mut self.0;
         let unit = Unit {
             name: &shared.name,
@@ -284,7 +284,7 @@ impl Worker {
             .expect("background runners are not subject to admission");
         let spawned = thread::Builder::new()
             .name(self.shared.name.clone())
-            .spawn(move || shared.thread_main(thread_shutdown));
+            .spawn(move || thread_main(shared, thread_shutdown));
         match spawned {
             Ok(handle) => {
                 control.run = Some(Run {
@@ -502,7 +502,7 @@ impl Worker {
         }
     }
 
-    fn gate(&self) -> &Arc<GateInner> {
+    fn gate(&self) -> &Gate {
         self.shared
             .token
             .gate_inner()
@@ -510,38 +510,38 @@ impl Worker {
     }
 }
 
-impl Shared {
-    fn thread_main(self: Arc<Self>, shutdown: Shutdown) {
-        // `start` holds `control` until the run is recorded, so the task is
-        // taken only once the spawn has succeeded; a failed spawn leaves it
-        // in place.
-        let Some(mut task) = sync::lock(&self.control).task.take() else {
-            unreachable!("a stopped worker always has its task back");
-        };
-        let gate = self
-            .token
-            .gate_inner()
-            .expect("a worker's token is pausable")
-            .clone();
-        // Between units the worker counts as parked.
-        gate.park();
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            task.run_loop(&self, &gate, &shutdown);
-        }));
-        if let Err(panic) = outcome {
-            // Units catch their own panics, so this is a bug in the loop
-            // itself; keep the worker usable and say what happened.
-            self.status
-                .note_failure(format!("worker loop panicked: {}", panic_message(&*panic)));
-        }
-        self.token.release();
-        let mut control = sync::lock(&self.control);
-        control.task = Some(task);
-        if let Some(run) = &mut control.run {
-            run.finished = true;
-        }
-        self.finished.notify_all();
+/// The body of a worker's thread; see the module doc.
+fn thread_main(shared: Arc<Shared>, shutdown: Shutdown) {
+    // `start` holds `control` until the run is recorded, so the task is
+    // taken only once the spawn has succeeded; a failed spawn leaves it in
+    // place.
+    let Some(mut task) = sync::lock(&shared.control).task.take() else {
+        unreachable!("a stopped worker always has its task back");
+    };
+    let gate = shared
+        .token
+        .gate_inner()
+        .expect("a worker's token is pausable")
+        .clone();
+    // Between units the worker counts as parked.
+    gate.park();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        task.run_loop(&shared, &gate, &shutdown);
+    }));
+    if let Err(panic) = outcome {
+        // Units catch their own panics, so this is a bug in the loop itself;
+        // keep the worker usable and say what happened.
+        shared
+            .status
+            .note_failure(format!("worker loop panicked: {}", panic_message(&*panic)));
     }
+    shared.token.release();
+    let mut control = sync::lock(&shared.control);
+    control.task = Some(task);
+    if let Some(run) = &mut control.run {
+        run.finished = true;
+    }
+    shared.finished.notify_all();
 }
 
 impl Drop for Worker {
