@@ -208,7 +208,10 @@ impl fmt::Debug for WorkerCounter {
         f.debug_struct("WorkerCounter")
             .field("orchestrators", &counts.orchestrators)
             .field("background_workers", &counts.background_workers)
-            .field("admitting_orchestrators", &self.is_admitting(WorkerKind::Orchestrator))
+            .field(
+                "admitting_orchestrators",
+                &self.is_admitting(WorkerKind::Orchestrator),
+            )
             .finish()
     }
 }
@@ -232,7 +235,9 @@ impl AdmissionHold {
 
 impl fmt::Debug for AdmissionHold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdmissionHold").field("kind", &self.kind).finish()
+        f.debug_struct("AdmissionHold")
+            .field("kind", &self.kind)
+            .finish()
     }
 }
 
@@ -282,7 +287,10 @@ impl CounterInner {
             if holds(current) != 0 && !bypass {
                 return self.enter_when_admitted(kind, admission);
             }
-            assert!(current & COUNT_MASK < COUNT_MASK, "too many active {kind} tokens");
+            assert!(
+                current & COUNT_MASK < COUNT_MASK,
+                "too many active {kind} tokens"
+            );
             // SeqCst: pairs with the mirror's read of the words after it
             // clears its dirty flag (see `ChangeSignal`).
             match word.compare_exchange_weak(
@@ -352,7 +360,9 @@ impl CounterInner {
     fn notify_waiters(&self) {
         // Taking the lock orders this notify after any waiter's check of
         // the words: a waiter holds the lock from its check until it sleeps.
-        let _guard = sync::lock(&self.lock);
+        // Notifying after unlocking spares the woken waiter from blocking
+        // on a lock we still hold.
+        drop(sync::lock(&self.lock));
         self.cv.notify_all();
     }
 

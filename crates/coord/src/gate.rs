@@ -79,8 +79,12 @@ impl std::ops::Deref for Gate {
 pub(crate) struct GateInner {
     state: AtomicUsize,
     lock: Mutex<Waits>,
-    /// The owner sleeps here: blocked in a pause, or idle between units.
+    /// The owner sleeps here while blocked in a pause.
     owner_cv: Condvar,
+    /// The owner sleeps here while idle between units. Kept apart from
+    /// `owner_cv` so that lifting a pause does not wake idle owners: with
+    /// no work, they have nothing to resume.
+    idle_cv: Condvar,
     /// Observers sleep here, waiting for the owner to park.
     observer_cv: Condvar,
 }
@@ -89,6 +93,8 @@ pub(crate) struct GateInner {
 struct Waits {
     /// Owner threads blocked on `owner_cv` (one, in practice).
     owners: usize,
+    /// Owner threads sleeping on `idle_cv`.
+    idlers: usize,
     /// Threads blocked on `observer_cv`.
     observers: usize,
     /// New work was announced while the owner was not sleeping.
@@ -101,6 +107,7 @@ impl Default for GateInner {
             state: AtomicUsize::new(0),
             lock: Mutex::new(Waits::default()),
             owner_cv: Condvar::new(),
+            idle_cv: Condvar::new(),
             observer_cv: Condvar::new(),
         }
     }
@@ -169,8 +176,12 @@ impl Gate {
     pub(crate) fn park(&self) {
         let prev = self.state.fetch_and(!RUNNING, Ordering::SeqCst);
         if requested(prev) && prev & RUNNING != 0 {
-            let waits = sync::lock(&self.lock);
-            if waits.observers != 0 {
+            // Taking the lock orders this after any observer's check of
+            // `state` (observers check while holding it); the notify itself
+            // can come after unlocking, so woken observers do not block on
+            // a lock we still hold.
+            let observers = sync::lock(&self.lock).observers;
+            if observers != 0 {
                 self.observer_cv.notify_all();
             }
         }
@@ -218,7 +229,10 @@ impl Gate {
     #[inline]
     pub(crate) fn checkpoint(&self, shutdown: Option<&Shutdown>) -> Checkpoint {
         if !requested(self.state.load(Ordering::Relaxed)) {
-            return Checkpoint::Continue;
+            return match shutdown {
+                Some(s) if s.is_requested() => Checkpoint::Shutdown,
+                _ => Checkpoint::Continue,
+            };
         }
         self.checkpoint_slow(shutdown)
     }
@@ -265,17 +279,21 @@ impl Gate {
         resumed
     }
 
-    /// Sleeps the (parked) owner until new work is announced, a pause is
-    /// lifted, shutdown is requested or `deadline` passes. Spurious returns
-    /// are possible; the owner just looks for work again.
+    /// Sleeps the (parked) owner until new work is announced, shutdown is
+    /// requested or `deadline` passes. Spurious returns are possible; the
+    /// owner just looks for work again.
+    ///
+    /// Pausing or resuming does not wake an idle owner: it is parked
+    /// already, and it had no work before the pause. Work announced during
+    /// a pause wakes it, and it then waits for the resume in `begin_unit`.
     pub(crate) fn idle(&self, shutdown: Option<&Shutdown>, deadline: Option<Instant>) {
         let _subscription = shutdown.map(|s| s.subscribe(self));
         let mut waits = sync::lock(&self.lock);
         if !waits.nudged && !shutdown.is_some_and(Shutdown::is_requested) {
-            waits.owners += 1;
-            let (w, _) = sync::wait_until(&self.owner_cv, waits, deadline);
+            waits.idlers += 1;
+            let (w, _) = sync::wait_until(&self.idle_cv, waits, deadline);
             waits = w;
-            waits.owners -= 1;
+            waits.idlers -= 1;
         }
         waits.nudged = false;
     }
@@ -283,27 +301,46 @@ impl Gate {
     /// Announces new work: an idle owner wakes, a busy one looks again
     /// before it sleeps.
     pub(crate) fn nudge(&self) {
-        let mut waits = sync::lock(&self.lock);
-        waits.nudged = true;
-        if waits.owners != 0 {
-            self.owner_cv.notify_all();
+        let idlers = {
+            let mut waits = sync::lock(&self.lock);
+            waits.nudged = true;
+            waits.idlers
+        };
+        if idlers != 0 {
+            self.idle_cv.notify_all();
         }
     }
 
-    /// Wakes the owner if it sleeps (used by shutdown).
+    /// Wakes the owner wherever it sleeps (used by shutdown).
     pub(crate) fn wake_owner(&self) {
-        let waits = sync::lock(&self.lock);
-        if waits.owners != 0 {
+        let (owners, idlers) = {
+            let waits = sync::lock(&self.lock);
+            (waits.owners, waits.idlers)
+        };
+        if owners != 0 {
             self.owner_cv.notify_all();
+        }
+        if idlers != 0 {
+            self.idle_cv.notify_all();
         }
     }
 
+    /// Tells a paused owner and any observers that the pause was lifted.
+    ///
+    /// Every notify here and above follows the same pattern: the state
+    /// change happens first, then the lock is taken (so any waiter has
+    /// either not checked yet, and will see the change, or is asleep), and
+    /// the notify comes after unlocking so the woken thread does not block
+    /// on the lock (invariant 2).
     fn wake_all(&self) {
-        let waits = sync::lock(&self.lock);
-        if waits.owners != 0 {
+        let (owners, observers) = {
+            let waits = sync::lock(&self.lock);
+            (waits.owners, waits.observers)
+        };
+        if owners != 0 {
             self.owner_cv.notify_all();
         }
-        if waits.observers != 0 {
+        if observers != 0 {
             self.observer_cv.notify_all();
         }
     }

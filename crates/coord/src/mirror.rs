@@ -39,9 +39,7 @@ pub const UPDATED_AT_KEY: &str = "counts_updated_at_ms";
 ///
 /// Any error from SQLite.
 pub fn ensure_metadata_table(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS metadata (key TEXT PRIMARY KEY NOT NULL, value)",
-    )
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS metadata (key TEXT PRIMARY KEY NOT NULL, value)")
 }
 
 /// Reads the mirrored counts, as another process sees them.
@@ -218,7 +216,11 @@ impl CountsMirror {
     /// [`Error::Database`] if that write failed.
     pub fn flush(&self, timeout: Duration) -> Result<bool, Error> {
         let deadline = Instant::now() + timeout;
-        let mut progress = self.shared.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let mut progress = self
+            .shared
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let target = progress.started + 1;
         if let Some(signal) = self.counter.inner.changes.get() {
             signal.dirty.store(true, Ordering::SeqCst);
@@ -249,16 +251,23 @@ impl CountsMirror {
     /// Returns the error of the last write if it failed, `None` after a
     /// successful write.
     pub fn last_error(&self) -> Option<String> {
-        let progress = self.shared.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let progress = self
+            .shared
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         progress.last_error.clone()
     }
 
     /// Returns how many writes have succeeded, the first one included.
     pub fn writes(&self) -> u64 {
-        let progress = self.shared.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let progress = self
+            .shared
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         progress.succeeded
     }
-
 }
 
 impl Drop for CountsMirror {

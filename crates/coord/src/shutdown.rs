@@ -70,7 +70,11 @@ impl Shutdown {
         let gates: Vec<Gate> = {
             let listeners = sync::lock(&self.inner.listeners);
             self.inner.cv.notify_all();
-            listeners.gates.iter().map(|(_, gate)| gate.clone()).collect()
+            listeners
+                .gates
+                .iter()
+                .map(|(_, gate)| gate.clone())
+                .collect()
         };
         // Outside our lock, so the lock order stays flat.
         for gate in gates {

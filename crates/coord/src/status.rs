@@ -204,6 +204,9 @@ mod tests {
         let (data, stats) = cell.snapshot();
         assert_eq!(stats.samples, DURATION_WINDOW);
         assert_eq!(data.completed, DURATION_WINDOW as u64 + 10);
-        assert_eq!(stats.p50, Duration::from_millis(10 + DURATION_WINDOW as u64 / 2 - 1));
+        assert_eq!(
+            stats.p50,
+            Duration::from_millis(10 + DURATION_WINDOW as u64 / 2 - 1)
+        );
     }
 }

@@ -23,7 +23,9 @@ pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 /// and every critical section leaves the guarded data consistent before it
 /// can panic, so a poisoned lock still guards valid data.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Waits on `cv` until notified or until `deadline` passes.

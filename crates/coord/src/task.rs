@@ -119,7 +119,9 @@ pub struct Unit<'a> {
 impl Unit<'_> {
     /// A checkpoint inside the unit: returns at once unless a pause is
     /// requested, and otherwise parks the worker here until the pause is
-    /// lifted or shutdown is requested.
+    /// lifted or shutdown is requested. Returns [`Checkpoint::Shutdown`]
+    /// once the worker has been asked to stop; the unit should then wrap
+    /// up and return.
     ///
     /// Call it only where the work holds nothing that a safe state must
     /// not see half-done (no open write transaction, for instance).

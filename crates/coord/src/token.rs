@@ -246,12 +246,15 @@ impl WorkerToken {
     /// otherwise parks here until the pause is lifted or `shutdown` is
     /// requested.
     ///
-    /// The fast path is one relaxed atomic load: no lock, no system call.
-    /// A token that is not pausable always continues.
+    /// Returns [`Checkpoint::Shutdown`] whenever `shutdown` has been
+    /// requested, paused or not, so a loop can stop at its checkpoints.
+    /// The fast path is two atomic loads: no lock, no system call. A token
+    /// that is not pausable only reports shutdown.
     #[inline]
     pub fn check_pause(&self, shutdown: &Shutdown) -> Checkpoint {
         match &self.gate {
             Some(gate) => gate.checkpoint(Some(shutdown)),
+            None if shutdown.is_requested() => Checkpoint::Shutdown,
             None => Checkpoint::Continue,
         }
     }

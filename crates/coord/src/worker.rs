@@ -162,20 +162,33 @@ impl<T: BackgroundTask> Runnable for Erased<T> {
                 Ok(Ok(Some(item))) => item,
                 Ok(Ok(None)) => {
                     gate.park();
-                    gate.idle(Some(shutdown), sync::deadline_after(shared.options.idle_interval));
+                    gate.idle(
+                        Some(shutdown),
+                        sync::deadline_after(shared.options.idle_interval),
+                    );
                     continue;
                 }
                 Ok(Err(err)) => {
                     gate.park();
-                    shared.status.note_failure(format!("looking for work: {err}"));
-                    gate.idle(Some(shutdown), sync::deadline_after(shared.options.retry_interval));
+                    shared
+                        .status
+                        .note_failure(format!("looking for work: {err}"));
+                    gate.idle(
+                        Some(shutdown),
+                        sync::deadline_after(shared.options.retry_interval),
+                    );
                     continue;
                 }
                 Err(panic) => {
                     gate.park();
                     let msg = panic_message(&*panic);
-                    shared.status.note_failure(format!("looking for work panicked: {msg}"));
-                    gate.idle(Some(shutdown), sync::deadline_after(shared.options.retry_interval));
+                    shared
+                        .status
+                        .note_failure(format!("looking for work panicked: {msg}"));
+                    gate.idle(
+                        Some(shutdown),
+                        sync::deadline_after(shared.options.retry_interval),
+                    );
                     continue;
                 }
             };

@@ -117,7 +117,10 @@ impl BackgroundWorkers {
 
     /// Returns the names of every worker, in registration order.
     pub fn names(&self) -> Vec<String> {
-        self.snapshot().iter().map(|w| w.name().to_owned()).collect()
+        self.snapshot()
+            .iter()
+            .map(|w| w.name().to_owned())
+            .collect()
     }
 
     /// Returns the worker named `name`.

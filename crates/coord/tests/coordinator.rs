@@ -137,7 +137,10 @@ fn one_deadline_covers_every_step() {
     assert_eq!(not_safe.orchestrators(), 0);
     assert_eq!(not_safe.workers_in_unit(), ["embeddings"]);
     // Generous: the point is that it is not 1.5 or 2 timeouts.
-    assert!(took < timeout * 3 / 2, "took {took:?} for a {timeout:?} timeout");
+    assert!(
+        took < timeout * 3 / 2,
+        "took {took:?} for a {timeout:?} timeout"
+    );
     handle.go.send(()).unwrap();
     handle.go.send(()).unwrap();
     workers.stop_all(PATIENCE).unwrap();
@@ -210,10 +213,16 @@ fn a_prepare_does_not_start_new_work_while_it_waits() {
     running.activate().unwrap();
     let prepare = {
         let coordinator = s.coordinator.clone();
-        thread::spawn(move || coordinator.prepare_for_backup(PATIENCE).map(|g| g.release()))
+        thread::spawn(move || {
+            coordinator
+                .prepare_for_backup(PATIENCE)
+                .map(|g| g.release())
+        })
     };
     // Admission closes as soon as the prepare starts waiting.
-    assert!(wait_for(|| !s.counter.is_admitting(WorkerKind::Orchestrator)));
+    assert!(wait_for(|| !s
+        .counter
+        .is_admitting(WorkerKind::Orchestrator)));
     let late = s.counter.token(WorkerKind::Orchestrator);
     assert!(late.activate().is_err());
     drop(running);
@@ -254,11 +263,15 @@ fn a_panicking_worker_unit_and_orchestrator_leave_counts_right() {
 fn a_coordinator_without_workers_still_waits_for_orchestrators() {
     let counter = WorkerCounter::new();
     let coordinator = WorkCoordinator::new(&counter, &BackgroundWorkers::new(&counter));
-    let safe = coordinator.prepare_for_external_editor(Duration::ZERO).unwrap();
+    let safe = coordinator
+        .prepare_for_external_editor(Duration::ZERO)
+        .unwrap();
     assert_eq!(safe.purpose(), Purpose::ExternalEditor);
     drop(safe);
     let token = counter.token(WorkerKind::Orchestrator);
     token.activate().unwrap();
-    let err = coordinator.prepare(Purpose::Maintenance, Duration::ZERO).unwrap_err();
+    let err = coordinator
+        .prepare(Purpose::Maintenance, Duration::ZERO)
+        .unwrap_err();
     assert!(err.to_string().contains("for maintenance"), "{err}");
 }

@@ -123,27 +123,35 @@ fn closed_admission_refuses_or_waits() {
 
     let token = counter.token(WorkerKind::Orchestrator);
     let err = token.activate().unwrap_err();
-    assert!(matches!(err, Error::AdmissionClosed { kind: WorkerKind::Orchestrator }));
+    assert!(matches!(
+        err,
+        Error::AdmissionClosed {
+            kind: WorkerKind::Orchestrator
+        }
+    ));
     assert!(err.to_string().contains("not admitted"), "{err}");
     assert!(!token.is_active());
     assert_eq!(counter.active_count(WorkerKind::Orchestrator), 0);
 
     // A bounded wait that runs out is refused too, and counts nothing.
-    let err = token
-        .activate_with(Admission::Wait(A_MOMENT))
-        .unwrap_err();
+    let err = token.activate_with(Admission::Wait(A_MOMENT)).unwrap_err();
     assert!(matches!(err, Error::AdmissionClosed { .. }));
     assert_eq!(counter.active_count(WorkerKind::Orchestrator), 0);
 
     // Other kinds are not affected.
-    assert!(counter.token(WorkerKind::BackgroundWorker).activate().unwrap());
+    assert!(counter
+        .token(WorkerKind::BackgroundWorker)
+        .activate()
+        .unwrap());
 
     // A waiting activation is admitted when the hold is dropped.
     let waiter = {
         let counter = counter.clone();
         thread::spawn(move || {
             let token = counter.token(WorkerKind::Orchestrator);
-            token.activate_with(Admission::Wait(PATIENCE)).map(|_| token)
+            token
+                .activate_with(Admission::Wait(PATIENCE))
+                .map(|_| token)
         })
     };
     thread::sleep(A_MOMENT);

@@ -21,7 +21,10 @@ fn unknown_kind_lists_the_valid_ones() {
 
 #[test]
 fn metadata_keys_are_the_original_ones() {
-    assert_eq!(WorkerKind::Orchestrator.metadata_key(), "active_orchestrator_count");
+    assert_eq!(
+        WorkerKind::Orchestrator.metadata_key(),
+        "active_orchestrator_count"
+    );
     assert_eq!(
         WorkerKind::BackgroundWorker.metadata_key(),
         "active_background_worker_count"
@@ -30,5 +33,8 @@ fn metadata_keys_are_the_original_ones() {
 
 #[test]
 fn a_kind_is_a_scope() {
-    assert_eq!(Scope::from(WorkerKind::Orchestrator), Scope::Only(WorkerKind::Orchestrator));
+    assert_eq!(
+        Scope::from(WorkerKind::Orchestrator),
+        Scope::Only(WorkerKind::Orchestrator)
+    );
 }

@@ -30,7 +30,10 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 fn paused_means_parked() {
     model(|| {
         let counter = WorkerCounter::new();
-        let token = Arc::new(WorkerToken::pausable(&counter, WorkerKind::BackgroundWorker));
+        let token = Arc::new(WorkerToken::pausable(
+            &counter,
+            WorkerKind::BackgroundWorker,
+        ));
         let in_unit = Arc::new(AtomicBool::new(false));
         let shutdown = Shutdown::new();
 
@@ -46,7 +49,10 @@ fn paused_means_parked() {
 
         token.pause().unwrap();
         assert!(token.wait_until_paused(FOREVER));
-        assert!(!in_unit.load(Ordering::SeqCst), "reported paused inside a unit");
+        assert!(
+            !in_unit.load(Ordering::SeqCst),
+            "reported paused inside a unit"
+        );
         token.resume().unwrap();
         worker.join().unwrap();
     });
@@ -56,7 +62,10 @@ fn paused_means_parked() {
 fn resume_wakes_a_parked_checkpoint() {
     model(|| {
         let counter = WorkerCounter::new();
-        let token = Arc::new(WorkerToken::pausable(&counter, WorkerKind::BackgroundWorker));
+        let token = Arc::new(WorkerToken::pausable(
+            &counter,
+            WorkerKind::BackgroundWorker,
+        ));
         token.activate().unwrap();
         token.pause().unwrap();
         let worker = {
@@ -73,7 +82,10 @@ fn resume_wakes_a_parked_checkpoint() {
 fn shutdown_wakes_a_parked_checkpoint() {
     model(|| {
         let counter = WorkerCounter::new();
-        let token = Arc::new(WorkerToken::pausable(&counter, WorkerKind::BackgroundWorker));
+        let token = Arc::new(WorkerToken::pausable(
+            &counter,
+            WorkerKind::BackgroundWorker,
+        ));
         token.pause().unwrap();
         let shutdown = Shutdown::new();
         let worker = {
@@ -89,7 +101,10 @@ fn shutdown_wakes_a_parked_checkpoint() {
 fn holds_compose_and_the_last_one_wakes_the_owner() {
     model(|| {
         let counter = WorkerCounter::new();
-        let token = Arc::new(WorkerToken::pausable(&counter, WorkerKind::BackgroundWorker));
+        let token = Arc::new(WorkerToken::pausable(
+            &counter,
+            WorkerKind::BackgroundWorker,
+        ));
         token.activate().unwrap();
         let first = token.hold_pause().unwrap();
         let second = token.hold_pause().unwrap();

@@ -132,7 +132,10 @@ fn a_locked_database_delays_the_mirror_without_blocking_tokens() -> Result {
     let tx = blocker.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let token = counter.token(WorkerKind::Orchestrator);
     token.activate()?; // returns at once: counting never waits on the disk
-    assert!(matches!(mirror.flush(PATIENCE), Err(Error::MirrorWrite { .. })));
+    assert!(matches!(
+        mirror.flush(PATIENCE),
+        Err(Error::MirrorWrite { .. })
+    ));
     assert!(mirror.last_error().is_some());
     tx.commit()?;
 

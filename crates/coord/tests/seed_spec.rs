@@ -45,7 +45,10 @@ fn background_worker_tokens_can_be_paused_and_resumed() {
 #[test]
 fn background_worker_tokens_block_on_check_pause_when_paused() {
     let counter = WorkerCounter::new();
-    let token = Arc::new(WorkerToken::pausable(&counter, WorkerKind::BackgroundWorker));
+    let token = Arc::new(WorkerToken::pausable(
+        &counter,
+        WorkerKind::BackgroundWorker,
+    ));
     token.pause().unwrap();
 
     let blocked = Arc::new(AtomicBool::new(true));
@@ -70,7 +73,11 @@ fn background_worker_tokens_block_on_check_pause_when_paused() {
 fn work_coordination_waits_for_active_orchestrators_before_a_backup() {
     let counter = WorkerCounter::new();
     let workers = BackgroundWorkers::new(&counter);
-    for name in ["conversation_summarizer", "exchange_summarizer", "embedding_generator"] {
+    for name in [
+        "conversation_summarizer",
+        "exchange_summarizer",
+        "embedding_generator",
+    ] {
         workers
             .register(name, Nothing, WorkerOptions::default())
             .unwrap();

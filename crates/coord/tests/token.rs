@@ -81,12 +81,19 @@ fn a_paused_inactive_token_counts_as_parked() {
 fn check_pause_is_a_no_op_when_not_paused_or_not_pausable() {
     let counter = WorkerCounter::new();
     let shutdown = Shutdown::new();
-    shutdown.request();
-    // Not paused: continue, even with shutdown requested (the caller
-    // checks shutdown on its own terms).
-    assert_eq!(pausable(&counter).check_pause(&shutdown), Checkpoint::Continue);
+    assert_eq!(
+        pausable(&counter).check_pause(&shutdown),
+        Checkpoint::Continue
+    );
     let plain = WorkerToken::new(&counter, WorkerKind::Orchestrator);
     assert_eq!(plain.check_pause(&shutdown), Checkpoint::Continue);
+    // Shutdown is reported at every checkpoint, paused or not.
+    shutdown.request();
+    assert_eq!(
+        pausable(&counter).check_pause(&shutdown),
+        Checkpoint::Shutdown
+    );
+    assert_eq!(plain.check_pause(&shutdown), Checkpoint::Shutdown);
     assert!(plain.resume().is_err());
     assert!(matches!(plain.hold_pause(), Err(Error::NotPausable { .. })));
 }

@@ -112,7 +112,10 @@ fn a_pause_between_units_holds_until_resumed() {
     assert!(wait_for(|| worker.status().state == WorkerState::Idle));
 
     worker.pause();
-    assert!(worker.wait_until_paused(PATIENCE), "an idle worker is parked");
+    assert!(
+        worker.wait_until_paused(PATIENCE),
+        "an idle worker is parked"
+    );
     handle.push(Step::Ok("x", 0.0));
     worker.nudge();
     std::thread::sleep(A_MOMENT);
@@ -202,10 +205,7 @@ fn the_thread_carries_the_worker_name() {
     struct Named(Option<std::sync::mpsc::Sender<String>>);
     impl nu_coord::BackgroundTask for Named {
         type Item = ();
-        fn next_item(
-            &mut self,
-            _: &nu_coord::Unit<'_>,
-        ) -> Result<Option<()>, nu_coord::TaskError> {
+        fn next_item(&mut self, _: &nu_coord::Unit<'_>) -> Result<Option<()>, nu_coord::TaskError> {
             if let Some(tx) = self.0.take() {
                 let name = std::thread::current().name().unwrap_or_default().to_owned();
                 tx.send(name).unwrap();
@@ -229,4 +229,38 @@ fn the_thread_carries_the_worker_name() {
     worker.start().unwrap();
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "embedding_generator");
     worker.stop(PATIENCE).unwrap();
+}
+
+#[test]
+fn a_long_unit_stops_at_its_next_checkpoint() {
+    struct Forever(Option<std::sync::mpsc::Sender<()>>);
+    impl nu_coord::BackgroundTask for Forever {
+        type Item = ();
+        fn next_item(&mut self, _: &nu_coord::Unit<'_>) -> Result<Option<()>, nu_coord::TaskError> {
+            Ok(Some(()))
+        }
+        fn describe(&self, _: &()) -> String {
+            "forever".into()
+        }
+        fn run_item(
+            &mut self,
+            _: (),
+            unit: &nu_coord::Unit<'_>,
+        ) -> Result<nu_coord::Outcome, nu_coord::TaskError> {
+            if let Some(tx) = self.0.take() {
+                tx.send(()).unwrap();
+            }
+            while !unit.checkpoint().is_shutdown() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err("stopped".into())
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let counter = WorkerCounter::new();
+    let worker = Worker::new("forever", Forever(Some(tx)), &counter, quick());
+    worker.start().unwrap();
+    rx.recv_timeout(PATIENCE).unwrap();
+    assert!(worker.stop(PATIENCE).unwrap());
+    assert_eq!(counter.active_count(WorkerKind::BackgroundWorker), 0);
 }

@@ -40,7 +40,10 @@ fn unknown_and_duplicate_names_are_errors_that_help() {
         .register("exchanges", Nothing, WorkerOptions::default())
         .unwrap_err();
     assert!(err.to_string().contains("already registered"), "{err}");
-    assert_eq!(workers.names(), ["conversations", "exchanges", "embeddings"]);
+    assert_eq!(
+        workers.names(),
+        ["conversations", "exchanges", "embeddings"]
+    );
 }
 
 #[test]
@@ -105,7 +108,10 @@ fn a_set_wide_hold_keeps_the_users_pause_and_covers_new_workers() {
     workers.start("late").unwrap();
     assert!(workers.wait_until_all_paused(PATIENCE));
     std::thread::sleep(A_MOMENT);
-    assert!(late_handle.done().is_empty(), "registered during the hold: paused");
+    assert!(
+        late_handle.done().is_empty(),
+        "registered during the hold: paused"
+    );
 
     drop(hold);
     assert!(late_handle.wait_done(1));
@@ -131,6 +137,8 @@ fn start_all_skips_disabled_workers() {
     );
     workers.enable("embeddings").unwrap();
     workers.start("embeddings").unwrap();
-    assert!(wait_for(|| counter.active_count(WorkerKind::BackgroundWorker) == 3));
+    assert!(wait_for(|| counter
+        .active_count(WorkerKind::BackgroundWorker)
+        == 3));
     workers.stop_all(Duration::from_secs(5)).unwrap();
 }

@@ -104,9 +104,11 @@ impl BackgroundTask for Scripted {
             Step::Gated => {
                 let _ = self.entered.send(());
                 let go = self.go.lock().unwrap();
-                go.recv_timeout(PATIENCE).expect("test never let the unit go on");
+                go.recv_timeout(PATIENCE)
+                    .expect("test never let the unit go on");
                 let checkpoint = unit.checkpoint();
-                go.recv_timeout(PATIENCE).expect("test never let the unit finish");
+                go.recv_timeout(PATIENCE)
+                    .expect("test never let the unit finish");
                 if checkpoint.is_shutdown() {
                     Err("shutdown".into())
                 } else {
