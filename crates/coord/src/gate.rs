@@ -229,10 +229,7 @@ impl Gate {
     #[inline]
     pub(crate) fn checkpoint(&self, shutdown: Option<&Shutdown>) -> Checkpoint {
         if !requested(self.state.load(Ordering::Relaxed)) {
-            return match shutdown {
-                Some(s) if s.is_requested() => Checkpoint::Shutdown,
-                _ => Checkpoint::Continue,
-            };
+            return Checkpoint::Continue;
         }
         self.checkpoint_slow(shutdown)
     }

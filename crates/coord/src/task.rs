@@ -127,6 +127,9 @@ impl Unit<'_> {
     /// not see half-done (no open write transaction, for instance).
     #[inline]
     pub fn checkpoint(&self) -> Checkpoint {
+        if self.shutdown.is_requested() {
+            return Checkpoint::Shutdown;
+        }
         self.gate.checkpoint(Some(self.shutdown))
     }
 

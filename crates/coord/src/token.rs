@@ -246,15 +246,17 @@ impl WorkerToken {
     /// otherwise parks here until the pause is lifted or `shutdown` is
     /// requested.
     ///
-    /// Returns [`Checkpoint::Shutdown`] whenever `shutdown` has been
-    /// requested, paused or not, so a loop can stop at its checkpoints.
-    /// The fast path is two atomic loads: no lock, no system call. A token
-    /// that is not pausable only reports shutdown.
+    /// The fast path is one relaxed atomic load: no lock, no system call.
+    /// As in the original design, `shutdown` is consulted only while
+    /// paused: when no pause is requested this returns
+    /// [`Checkpoint::Continue`] even after shutdown was requested, so a
+    /// loop checks [`Shutdown::is_requested`] on its own terms (the
+    /// runner's [`Unit::checkpoint`](crate::Unit::checkpoint) does both).
+    /// A token that is not pausable always continues.
     #[inline]
     pub fn check_pause(&self, shutdown: &Shutdown) -> Checkpoint {
         match &self.gate {
             Some(gate) => gate.checkpoint(Some(shutdown)),
-            None if shutdown.is_requested() => Checkpoint::Shutdown,
             None => Checkpoint::Continue,
         }
     }
