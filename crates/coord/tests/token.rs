@@ -87,13 +87,14 @@ fn check_pause_is_a_no_op_when_not_paused_or_not_pausable() {
     );
     let plain = WorkerToken::new(&counter, WorkerKind::Orchestrator);
     assert_eq!(plain.check_pause(&shutdown), Checkpoint::Continue);
-    // Shutdown is reported at every checkpoint, paused or not.
+    // Not paused: continue even with shutdown requested; as in the
+    // original design, shutdown only ends a pause.
     shutdown.request();
     assert_eq!(
         pausable(&counter).check_pause(&shutdown),
-        Checkpoint::Shutdown
+        Checkpoint::Continue
     );
-    assert_eq!(plain.check_pause(&shutdown), Checkpoint::Shutdown);
+    assert_eq!(plain.check_pause(&shutdown), Checkpoint::Continue);
     assert!(plain.resume().is_err());
     assert!(matches!(plain.hold_pause(), Err(Error::NotPausable { .. })));
 }
