@@ -1,0 +1,86 @@
+//! nu-agent: an AI-agent shell whose exchanges and background workers share
+//! one SQLite database, built on the `nu-coord` coordination library.
+//!
+//! The binary's `main` calls [`main`]; everything else is here so that
+//! tests can reach it.
+
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod db;
+pub mod events;
+pub mod exchange;
+mod logging;
+pub mod model;
+pub mod owner;
+mod pipe;
+mod repl;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use clap::Parser;
+
+use crate::app::App;
+use crate::cli::{Cli, Command};
+use crate::events::Event;
+
+/// Runs the program with the process's arguments; returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.debug);
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("nu-agent: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let db_path = db::resolve_path(cli.db.as_deref())?;
+    if let Some(Command::Status) = cli.command {
+        commands::status::report(&db_path)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let interactive = std::io::stdin().is_terminal();
+    let mut app = App::open(&db_path, &cli.model, interactive)?;
+    install_interrupt_handler(&app);
+    let result = if interactive {
+        repl::run(&mut app)
+    } else {
+        pipe::run(&mut app)
+    };
+    let shutdown = app.shutdown();
+    result?;
+    shutdown?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C outside the line editor (while an exchange runs, or in pipe
+/// mode) becomes an [`Event::Interrupt`] for the REPL's thread, which
+/// cancels the exchange. A second press within two seconds, when the
+/// first went unanswered, ends the process at once.
+fn install_interrupt_handler(app: &App) {
+    let tx = app.events.tx.clone();
+    let last = AtomicU64::new(0);
+    let result = ctrlc::set_handler(move || {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let previous = last.swap(now, Ordering::SeqCst);
+        if previous != 0 && now.saturating_sub(previous) < 2_000 {
+            eprintln!("\nnu-agent: interrupted twice; leaving now");
+            std::process::exit(130);
+        }
+        let _ = tx.send(Event::Interrupt);
+    });
+    if let Err(err) = result {
+        tracing::warn!("Ctrl-C will not cancel exchanges: {err}");
+    }
+}
