@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,8 @@ pub struct App {
     pub events: Events,
     /// `true` for the REPL on a terminal, `false` in pipe mode.
     pub interactive: bool,
+    /// Set by the Ctrl-C handler, cleared when an interrupt is acted on.
+    pub interrupt_pending: Arc<AtomicBool>,
     conversation_id: Option<i64>,
     notes: Vec<String>,
     mirror: Option<CountsMirror>,
@@ -88,6 +91,7 @@ impl App {
             coordinator,
             events: Events::new(),
             interactive,
+            interrupt_pending: Arc::new(AtomicBool::new(false)),
             conversation_id: None,
             notes: Vec::new(),
             mirror: Some(mirror),
@@ -144,6 +148,7 @@ impl App {
                 }
                 Some(Event::Finished(finished)) => break finished,
                 Some(Event::Interrupt) => {
+                    self.interrupt_pending.store(false, Ordering::SeqCst);
                     if cancelled_at.is_none() {
                         cancel.cancel();
                         cancelled_at = Some(std::time::Instant::now());
@@ -185,8 +190,10 @@ impl App {
     /// keeping worker notes.
     fn drain_stale_events(&mut self) {
         while let Ok(event) = self.events.rx.try_recv() {
-            if let Event::Note(note) = event {
-                self.notes.push(note);
+            match event {
+                Event::Note(note) => self.notes.push(note),
+                Event::Interrupt => self.interrupt_pending.store(false, Ordering::SeqCst),
+                Event::Text(_) | Event::Finished(_) => {}
             }
         }
     }

@@ -50,10 +50,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
     let interactive = std::io::stdin().is_terminal();
     let mut app = App::open(&db_path, &cli.model, interactive)?;
-    install_interrupt_handler(&app);
     let result = if interactive {
         repl::run(&mut app)
     } else {
+        install_interrupt_handler(&app);
         pipe::run(&mut app)
     };
     let shutdown = app.shutdown();
@@ -64,17 +64,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// Ctrl-C outside the line editor (while an exchange runs, or in pipe
 /// mode) becomes an [`Event::Interrupt`] for the REPL's thread, which
-/// cancels the exchange. A second press within two seconds, when the
-/// first went unanswered, ends the process at once.
-fn install_interrupt_handler(app: &App) {
+/// cancels the exchange. A second press within two seconds while the first
+/// is still unanswered (the program is stuck, or blocked reading a pipe)
+/// ends the process at once.
+///
+/// The line editor installs a SIGINT handler of its own when it is
+/// created, so the REPL calls this after creating it.
+pub(crate) fn install_interrupt_handler(app: &App) {
     let tx = app.events.tx.clone();
+    let pending = app.interrupt_pending.clone();
     let last = AtomicU64::new(0);
     let result = ctrlc::set_handler(move || {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let previous = last.swap(now, Ordering::SeqCst);
-        if previous != 0 && now.saturating_sub(previous) < 2_000 {
+        let unanswered = pending.swap(true, Ordering::SeqCst);
+        if unanswered && now.saturating_sub(previous) < 2_000 {
             eprintln!("\nnu-agent: interrupted twice; leaving now");
             std::process::exit(130);
         }

@@ -36,6 +36,9 @@ pub fn run(app: &mut App) -> Result<()> {
         .build();
     let mut editor: Editor<ShellHelper, FileHistory> = Editor::with_config(config)?;
     editor.set_helper(Some(ShellHelper));
+    // After the editor, whose own SIGINT handler this replaces: in the
+    // editor's raw mode Ctrl-C is a key, not a signal, so it loses nothing.
+    crate::install_interrupt_handler(app);
     let history = history_path();
     if let Some(path) = &history {
         if let Some(dir) = path.parent() {

@@ -65,6 +65,12 @@ pub fn run(app: &mut App, _args: &str) -> Result<Flow> {
 ///
 /// The database does not exist or can not be read.
 pub fn report(db_path: &Path) -> Result<()> {
+    if !db_path.exists() {
+        anyhow::bail!(
+            "there is no database at {} yet: no agent has used it",
+            db_path.display()
+        );
+    }
     let conn = db::open_read_only(db_path)?;
     let counts = read_counts(&conn)?;
     let owner = owner::current_owner(db_path)?;

@@ -527,7 +527,7 @@ fn stream_chat(
     let response = check_status(config, response)?;
     let reader = BufReader::new(response.into_body().into_reader());
     read_chat_reply(reader, on_piece, &|e| {
-        http_error(config, &url, ureq::Error::from(e))
+        read_error(config, &url, ureq::Error::from(e))
     })
 }
 
@@ -751,7 +751,7 @@ fn embed_batch(
         .into_with_config()
         .limit(REPLY_BODY_LIMIT)
         .read_to_vec()
-        .map_err(|e| http_error(config, &url, e))?;
+        .map_err(|e| read_error(config, &url, e))?;
 
     let value: Value = serde_json::from_slice(&raw).map_err(|e| {
         ModelError::Malformed(format!(
@@ -949,6 +949,18 @@ fn http_error(config: &OpenAiConfig, url: &str, error: ureq::Error) -> ModelErro
             ModelError::Malformed(one_line(&e.to_string(), DETAIL_MAX_CHARS))
         }
         e => connect(e.to_string()),
+    }
+}
+
+/// Turns a failure while reading a reply into the matching error; a
+/// broken connection says so rather than suggesting it never connected.
+fn read_error(config: &OpenAiConfig, url: &str, error: ureq::Error) -> ModelError {
+    match http_error(config, url, error) {
+        ModelError::Connect { url, detail } => ModelError::Connect {
+            url,
+            detail: format!("the connection broke during the reply: {detail}"),
+        },
+        other => other,
     }
 }
 
