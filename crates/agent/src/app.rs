@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +12,17 @@ use nu_coord::{BackgroundWorkers, CountsMirror, WorkCoordinator, WorkerCounter};
 use rusqlite::Connection;
 use tracing::{debug, info, warn};
 
-use crate::db;
+use crate::db::{self, failed_jobs::RetryPolicy};
 use crate::events::{Event, Events};
 use crate::exchange::{self, ExchangeRequest, Finished};
 use crate::model::{self, Cancel, Model};
 use crate::owner::Owner;
+use crate::workers;
+
+/// How long an idle worker sleeps when nothing wakes it: new work wakes it
+/// at once; this only bounds how late an item whose retry time has come is
+/// picked up.
+pub const WORKER_IDLE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// How long shutdown waits for workers to finish their units.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
@@ -47,6 +53,10 @@ pub struct App {
     /// Set by the Ctrl-C handler, cleared when an interrupt is acted on.
     pub interrupt_pending: Arc<AtomicBool>,
     conversation_id: Option<i64>,
+    /// Shared with the conversation summarizer, which skips it.
+    current_conversation: Arc<AtomicI64>,
+    /// Ends workers' model calls at shutdown.
+    worker_cancel: Cancel,
     notes: Vec<String>,
     mirror: Option<CountsMirror>,
     owner: Option<Owner>,
@@ -81,6 +91,25 @@ impl App {
             .context("could not start the counts mirror")?;
         let workers = BackgroundWorkers::new(&counter);
         let coordinator = WorkCoordinator::new(&counter, &workers);
+        let events = Events::new();
+        let current_conversation = Arc::new(AtomicI64::new(0));
+        let worker_cancel = Cancel::new();
+        let setup = workers::Setup {
+            db_path: db_path.to_owned(),
+            model: model.clone(),
+            current_conversation: current_conversation.clone(),
+            cancel: worker_cancel.clone(),
+            retry: RetryPolicy::default(),
+            idle_interval: WORKER_IDLE_INTERVAL,
+            events: Some(events.tx.clone()),
+        };
+        workers::register(&workers, &setup)?;
+        for name in workers::NAMES {
+            if db::config_get(&conn, &workers::enabled_key(name))?.as_deref() == Some("false") {
+                workers.disable(name, SHUTDOWN_WAIT)?;
+            }
+        }
+        workers.start_all()?;
         info!(db = %db_path.display(), model = model.name(), "agent started");
         Ok(App {
             db_path: db_path.to_owned(),
@@ -89,10 +118,12 @@ impl App {
             counter,
             workers,
             coordinator,
-            events: Events::new(),
+            events,
             interactive,
             interrupt_pending: Arc::new(AtomicBool::new(false)),
             conversation_id: None,
+            current_conversation,
+            worker_cancel,
             notes: Vec::new(),
             mirror: Some(mirror),
             owner: Some(owner),
@@ -113,6 +144,7 @@ impl App {
             None => {
                 let id = db::start_conversation(&self.conn)?;
                 self.conversation_id = Some(id);
+                self.current_conversation.store(id, Ordering::SeqCst);
                 id
             }
         };
@@ -175,15 +207,11 @@ impl App {
         Ok(finished)
     }
 
-    /// What to do when an exchange is recorded: wake the workers that
-    /// summarise it.
+    /// What to do when an exchange is recorded: wake the worker that
+    /// summarises it.
     fn on_exchange_completed(&self) -> Option<Box<dyn FnOnce() + Send>> {
-        let workers = self.workers.clone();
-        Some(Box::new(move || {
-            for name in workers.names() {
-                let _ = workers.nudge(&name);
-            }
-        }))
+        let summarizer = self.workers.nudger(workers::EXCHANGE_SUMMARIZER).ok()?;
+        Some(Box::new(move || summarizer.nudge()))
     }
 
     /// Drops Ctrl-C presses and text left over from before this exchange,
@@ -198,11 +226,17 @@ impl App {
         }
     }
 
-    /// Prints worker notes that arrived since the last prompt.
+    /// Prints worker notes that arrived since the last prompt: on the
+    /// terminal between prompts, or on standard error in pipe mode so that
+    /// standard output holds replies only.
     pub fn flush_notes(&mut self) {
         self.drain_stale_events();
         for note in self.notes.drain(..) {
-            println!("{note}");
+            if self.interactive {
+                println!("{note}");
+            } else {
+                eprintln!("{note}");
+            }
         }
     }
 
@@ -223,6 +257,7 @@ impl App {
     ///
     /// A worker did not stop in time; everything else was still released.
     pub fn shutdown(mut self) -> Result<()> {
+        self.worker_cancel.cancel();
         let stopped = self.workers.stop_all(SHUTDOWN_WAIT);
         // Wait (bounded) for an exchange abandoned after a cancel.
         if !self

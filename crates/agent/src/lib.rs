@@ -15,6 +15,7 @@ pub mod model;
 pub mod owner;
 mod pipe;
 mod repl;
+pub mod workers;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

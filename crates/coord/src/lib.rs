@@ -129,5 +129,5 @@ pub use shutdown::Shutdown;
 pub use status::{DurationStats, WorkerState, WorkerStatus};
 pub use task::{BackgroundTask, Outcome, TaskError, Unit};
 pub use token::{PauseHold, UnitGuard, WorkerToken};
-pub use worker::{Worker, WorkerOptions};
+pub use worker::{Nudger, Worker, WorkerOptions};
 pub use workers::{BackgroundWorkers, WorkersHold};

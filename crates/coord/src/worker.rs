@@ -464,6 +464,14 @@ impl Worker {
         self.gate().nudge();
     }
 
+    /// Returns a handle that nudges this worker from anywhere, without
+    /// keeping the worker (or its set) alive.
+    pub fn nudger(&self) -> Nudger {
+        Nudger {
+            gate: self.gate().clone(),
+        }
+    }
+
     /// Returns a snapshot of the worker's status.
     pub fn status(&self) -> WorkerStatus {
         let (enabled, running, stopping) = {
@@ -555,6 +563,29 @@ fn thread_main(shared: Arc<Shared>, shutdown: Shutdown) {
         run.finished = true;
     }
     shared.finished.notify_all();
+}
+
+/// Tells one worker that new work may be waiting; see [`Worker::nudge`].
+///
+/// Cheap to clone and to keep: it holds the worker's pause gate only, so a
+/// task can hold a nudger for another worker (a summarizer waking the
+/// embedder, say) without a reference cycle.
+#[derive(Clone)]
+pub struct Nudger {
+    gate: Gate,
+}
+
+impl Nudger {
+    /// Nudges the worker.
+    pub fn nudge(&self) {
+        self.gate.nudge();
+    }
+}
+
+impl fmt::Debug for Nudger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Nudger").finish_non_exhaustive()
+    }
 }
 
 impl Drop for Worker {

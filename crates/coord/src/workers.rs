@@ -19,7 +19,7 @@ use crate::counter::WorkerCounter;
 use crate::status::WorkerStatus;
 use crate::sync::{self, Arc, Mutex};
 use crate::task::BackgroundTask;
-use crate::worker::{Worker, WorkerOptions};
+use crate::worker::{Nudger, Worker, WorkerOptions};
 use crate::Error;
 
 /// A program's background workers, started, stopped, enabled, disabled,
@@ -320,6 +320,15 @@ impl BackgroundWorkers {
     pub fn nudge(&self, name: &str) -> Result<(), Error> {
         self.get(name)?.nudge();
         Ok(())
+    }
+
+    /// Returns a handle that nudges one worker; see [`Worker::nudger`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownWorker`].
+    pub fn nudger(&self, name: &str) -> Result<Nudger, Error> {
+        Ok(self.get(name)?.nudger())
     }
 
     /// Returns the status of one worker.

@@ -264,3 +264,18 @@ fn a_long_unit_stops_at_its_next_checkpoint() {
     assert!(worker.stop(PATIENCE).unwrap());
     assert_eq!(counter.active_count(WorkerKind::BackgroundWorker), 0);
 }
+
+#[test]
+fn a_nudger_wakes_the_worker_it_came_from() {
+    let counter = WorkerCounter::new();
+    let (task, handle) = scripted(vec![]);
+    let options = WorkerOptions::default().idle_interval(Duration::from_secs(3600));
+    let worker = Worker::new("summaries", task, &counter, options);
+    let nudger = worker.nudger();
+    worker.start().unwrap();
+    assert!(wait_for(|| worker.status().state == WorkerState::Idle));
+    handle.push(Step::Ok("new", 0.0));
+    std::thread::spawn(move || nudger.nudge()).join().unwrap();
+    assert!(handle.wait_done(1));
+    worker.stop(PATIENCE).unwrap();
+}

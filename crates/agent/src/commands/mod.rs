@@ -2,7 +2,9 @@
 
 mod exit;
 mod help;
+mod search;
 pub mod status;
+mod workers;
 
 use anyhow::Result;
 
@@ -43,6 +45,18 @@ pub const COMMANDS: &[Spec] = &[
         args: "",
         summary: "exchanges and workers running, pauses, database, model",
         run: status::run,
+    },
+    Spec {
+        name: "workers",
+        args: "[pause|resume|enable|disable NAME|all]",
+        summary: "list the background workers, or pause, resume, enable or disable them",
+        run: workers::run,
+    },
+    Spec {
+        name: "search",
+        args: "QUERY",
+        summary: "find earlier exchanges like QUERY, by their summaries' embeddings",
+        run: search::run,
     },
     Spec {
         name: "exit",

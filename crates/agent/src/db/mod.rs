@@ -1,6 +1,7 @@
 //! The history database: where it lives, how it is opened and checked,
 //! its schema, and the queries the rest of the program uses.
 
+pub mod failed_jobs;
 mod history;
 mod open;
 mod schema;

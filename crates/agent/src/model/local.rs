@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use super::{Cancel, Completion, Embeddings, Message, Model, ModelError, Role};
 
+/// How every reply of this model begins, so its summaries can skip them.
+const OWN_REPLY_MARK: &str = "(offline model)";
+
 /// Dimension of the local embeddings.
 pub const EMBEDDING_DIM: usize = 256;
 
@@ -55,7 +58,7 @@ impl LocalModel {
 
     /// Summarises `text` in at most `max_sentences` sentences and about
     /// `max_chars` characters, keeping the first sentences.
-    pub fn summarize(text: &str, max_sentences: usize, max_chars: usize) -> String {
+    pub fn extract(text: &str, max_sentences: usize, max_chars: usize) -> String {
         let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
         let mut out = String::new();
         let mut sentences = 0;
@@ -103,10 +106,10 @@ impl LocalModel {
         let mut reply = String::new();
         if earlier.is_empty() {
             reply.push_str(&format!(
-                "(offline model) This is the first message of the conversation. I noted \
+                "{OWN_REPLY_MARK} This is the first message of the conversation. I noted \
                  {} words: \"{}\"",
                 input.split_whitespace().count(),
-                Self::summarize(input, 1, 80)
+                Self::extract(input, 1, 80)
             ));
         } else {
             let best = earlier
@@ -116,12 +119,12 @@ impl LocalModel {
                 .max_by_key(|(score, _)| *score);
             match best {
                 Some((_, m)) => reply.push_str(&format!(
-                    "(offline model) Earlier in this conversation you said: \"{}\"",
-                    Self::summarize(&m.content, 1, 120)
+                    "{OWN_REPLY_MARK} Earlier in this conversation you said: \"{}\"",
+                    Self::extract(&m.content, 1, 120)
                 )),
                 None => reply.push_str(&format!(
-                    "(offline model) Nothing earlier in this conversation matches \"{}\"",
-                    Self::summarize(input, 1, 80)
+                    "{OWN_REPLY_MARK} Nothing earlier in this conversation matches \"{}\"",
+                    Self::extract(input, 1, 80)
                 )),
             }
             reply.push_str(&format!(
@@ -141,10 +144,18 @@ fn word_set(text: &str) -> HashSet<String> {
     words(text).collect()
 }
 
+/// Lower-case words, with a plural `s` dropped so that "backup" and
+/// "backups" are the same word.
 fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
+        .map(|w| {
+            let w = w.to_lowercase();
+            match w.strip_suffix('s') {
+                Some(stem) if stem.chars().count() >= 3 && !stem.ends_with('s') => stem.to_owned(),
+                _ => w,
+            }
+        })
 }
 
 /// Shared words, ignoring the very short ones ("a", "is", "to").
@@ -224,6 +235,35 @@ impl Model for LocalModel {
         })
     }
 
+    /// Extractive: the first sentence of each line of `text` (each line is
+    /// one speaker or one summary), within a few hundred characters. Lines
+    /// that hold this model's own replies are left out: they only restate
+    /// the history, and would make every summary look alike.
+    fn summarize(
+        &self,
+        _instruction: &str,
+        text: &str,
+        cancel: &Cancel,
+    ) -> Result<Completion, ModelError> {
+        if cancel.is_cancelled() {
+            return Err(ModelError::Cancelled);
+        }
+        let parts: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.contains(OWN_REPLY_MARK))
+            .map(|line| {
+                let line = line.strip_prefix("User:").unwrap_or(line).trim();
+                LocalModel::extract(line, 1, 160)
+            })
+            .collect();
+        Ok(Completion {
+            text: LocalModel::extract(&parts.join(" "), 4, 320),
+            model: LOCAL_MODEL_NAME.to_owned(),
+            ..Completion::default()
+        })
+    }
+
     fn embed(&self, texts: &[String]) -> Result<Embeddings, ModelError> {
         Ok(Embeddings {
             model: LOCAL_MODEL_NAME.to_owned(),
@@ -295,13 +335,31 @@ mod tests {
     fn summaries_keep_the_first_sentences_within_bounds() {
         let text = "First point here. Second point follows! Third one? Fourth.";
         assert_eq!(
-            LocalModel::summarize(text, 2, 200),
+            LocalModel::extract(text, 2, 200),
             "First point here. Second point follows!"
         );
         let long = "word ".repeat(100);
-        let short = LocalModel::summarize(&long, 2, 40);
+        let short = LocalModel::extract(&long, 2, 40);
         assert!(short.chars().count() <= 40, "{short}");
         assert!(short.ends_with('…'));
+    }
+
+    #[test]
+    fn summaries_keep_what_the_user_said_and_skip_own_replies() {
+        let text = "User: Backups need a pinned snapshot. More detail here.\n\
+                    Assistant: (offline model) This is the first message.";
+        let summary = LocalModel::new()
+            .summarize("", text, &Cancel::new())
+            .unwrap()
+            .text;
+        assert_eq!(summary, "Backups need a pinned snapshot.");
+    }
+
+    #[test]
+    fn plurals_count_as_the_same_word() {
+        let a = embed_text("database backups");
+        let b = embed_text("database backup");
+        assert!(cosine(&a, &b) > 0.99);
     }
 
     #[test]

@@ -209,6 +209,29 @@ pub trait Model: Send + Sync {
     ///
     /// Any failure of the model or its server.
     fn embed(&self, texts: &[String]) -> Result<Embeddings, ModelError>;
+
+    /// Summarises `text` as `instruction` asks, without streaming.
+    ///
+    /// The default asks [`chat`](Self::chat) with `instruction` as the
+    /// system message.
+    ///
+    /// # Errors
+    ///
+    /// As for [`chat`](Self::chat).
+    fn summarize(
+        &self,
+        instruction: &str,
+        text: &str,
+        cancel: &Cancel,
+    ) -> Result<Completion, ModelError> {
+        let messages = [
+            Message::new(Role::System, instruction),
+            Message::new(Role::User, text),
+        ];
+        let mut completion = self.chat(&messages, &mut |_| {}, cancel)?;
+        completion.text = completion.text.trim().to_owned();
+        Ok(completion)
+    }
 }
 
 impl fmt::Debug for dyn Model {

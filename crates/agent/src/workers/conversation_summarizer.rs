@@ -1,0 +1,170 @@
+//! Summarises each conversation other than the current one that has no
+//! summary, or whose summary is older than its last exchange.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Result;
+use nu_coord::{BackgroundTask, Nudger, Outcome, TaskError, Unit};
+use rusqlite::{named_params, params, Connection, OptionalExtension};
+use tracing::debug;
+
+use super::{fail, short, Setup, CONVERSATION_SUMMARIZER};
+use crate::db::{self, failed_jobs};
+use crate::model::Model;
+
+const INSTRUCTION: &str = "Summarize the following conversation between a user and an \
+    assistant in two or three sentences: what it was about and what came of it. Reply with \
+    the summary only.";
+
+/// How many exchanges of a conversation go into its summary.
+const MAX_EXCHANGES: i64 = 50;
+
+/// The conversation summarizer.
+pub struct ConversationSummarizer {
+    conn: Connection,
+    model: Arc<dyn Model>,
+    setup: Setup,
+    embedder: Option<Nudger>,
+    pending_sql: String,
+    count_sql: String,
+}
+
+impl ConversationSummarizer {
+    /// Creates it, with its own connection; `embedder` is woken after each
+    /// summary.
+    ///
+    /// # Errors
+    ///
+    /// The database can not be opened.
+    pub fn new(setup: &Setup, embedder: Option<Nudger>) -> Result<Self> {
+        let filter = format!(
+            "c.id != :current
+             AND EXISTS (SELECT 1 FROM exchanges e
+                         WHERE e.conversation_id = c.id AND e.status = 'completed')
+             AND NOT EXISTS (SELECT 1 FROM exchanges e
+                             WHERE e.conversation_id = c.id AND e.status = 'running')
+             AND coalesce((SELECT s.created_at FROM summaries s
+                           WHERE s.subject = 'conversation' AND s.subject_id = c.id), -1)
+                 < (SELECT max(e.ended_at) FROM exchanges e
+                    WHERE e.conversation_id = c.id AND e.status = 'completed')
+             AND {}",
+            failed_jobs::may_try_sql("CAST(c.id AS TEXT)")
+        );
+        Ok(Self {
+            conn: setup.connect()?,
+            model: setup.model.clone(),
+            setup: setup.clone(),
+            embedder,
+            pending_sql: format!(
+                "SELECT c.id FROM conversations c WHERE {filter} ORDER BY c.id LIMIT 1"
+            ),
+            count_sql: format!("SELECT count(*) FROM conversations c WHERE {filter}"),
+        })
+    }
+
+    /// The conversation as text: each exchange's summary when it has one,
+    /// else what was said.
+    fn transcript(&self, conversation_id: i64) -> rusqlite::Result<String> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.user_input, e.reply, s.summary FROM exchanges e
+             LEFT JOIN summaries s ON s.subject = 'exchange' AND s.subject_id = e.id
+             WHERE e.conversation_id = ?1 AND e.status = 'completed'
+             ORDER BY e.id LIMIT ?2",
+        )?;
+        let lines = stmt
+            .query_map(params![conversation_id, MAX_EXCHANGES], |row| {
+                let input: String = row.get(0)?;
+                let reply: Option<String> = row.get(1)?;
+                let summary: Option<String> = row.get(2)?;
+                Ok(match summary {
+                    Some(summary) => summary,
+                    None => format!("User: {input}\nAssistant: {}", reply.unwrap_or_default()),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(lines.join("\n"))
+    }
+}
+
+impl BackgroundTask for ConversationSummarizer {
+    type Item = i64;
+
+    fn next_item(&mut self, unit: &Unit<'_>) -> Result<Option<i64>, TaskError> {
+        let current = self.setup.current_conversation.load(Ordering::SeqCst);
+        let params = named_params! {
+            ":worker": CONVERSATION_SUMMARIZER,
+            ":now": db::now_ms(),
+            ":current": current,
+        };
+        let backlog: i64 = self
+            .conn
+            .query_row(&self.count_sql, params, |row| row.get(0))?;
+        unit.set_backlog(backlog as u64);
+        let id = self
+            .conn
+            .query_row(&self.pending_sql, params, |row| row.get(0))
+            .optional()?;
+        Ok(id)
+    }
+
+    fn describe(&self, id: &i64) -> String {
+        format!("conversation {id}")
+    }
+
+    fn run_item(&mut self, id: i64, _unit: &Unit<'_>) -> Result<Outcome, TaskError> {
+        let key = id.to_string();
+        let what = format!("conversation {id}");
+        let transcript = self.transcript(id)?;
+        let summary = match self
+            .model
+            .summarize(INSTRUCTION, &transcript, &self.setup.cancel)
+        {
+            Ok(summary) if !summary.text.is_empty() => summary,
+            Ok(_) => {
+                let error = "the model returned an empty summary";
+                return Err(fail(
+                    &self.conn,
+                    &self.setup,
+                    CONVERSATION_SUMMARIZER,
+                    &key,
+                    &what,
+                    error,
+                ));
+            }
+            Err(err) => {
+                let error = err.to_string();
+                return Err(fail(
+                    &self.conn,
+                    &self.setup,
+                    CONVERSATION_SUMMARIZER,
+                    &key,
+                    &what,
+                    &error,
+                ));
+            }
+        };
+        let tx = self.conn.transaction()?;
+        // A newer summary replaces the old one, and its embedding goes with
+        // it so the embedding generator makes a fresh one.
+        tx.execute(
+            "DELETE FROM embeddings WHERE summary_id IN
+                 (SELECT id FROM summaries WHERE subject = 'conversation' AND subject_id = ?1)",
+            [id],
+        )?;
+        tx.execute(
+            "INSERT INTO summaries (subject, subject_id, summary, model, cost, created_at)
+             VALUES ('conversation', ?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(subject, subject_id) DO UPDATE SET summary = excluded.summary,
+                 model = excluded.model, cost = excluded.cost, created_at = excluded.created_at",
+            params![id, summary.text, summary.model, summary.cost, db::now_ms()],
+        )?;
+        tx.commit()?;
+        failed_jobs::clear_failure(&self.conn, CONVERSATION_SUMMARIZER, &key)?;
+        debug!(conversation = id, "conversation summarised");
+        if let Some(embedder) = &self.embedder {
+            embedder.nudge();
+        }
+        Ok(Outcome::new(short(&summary.text, 80)).with_cost(summary.cost))
+    }
+}

@@ -1,0 +1,165 @@
+//! Embeds every summary that has no embedding.
+//!
+//! One unit of work is one model call for up to [`EMBEDDING_BATCH`]
+//! summaries: an HTTP model embeds them in one request, so a pause waits
+//! for at most one request, and a large backlog does not cost a request per
+//! summary.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use nu_coord::{BackgroundTask, Outcome, TaskError, Unit};
+use rusqlite::{named_params, params, Connection};
+use tracing::debug;
+
+use super::{fail, Setup, EMBEDDING_GENERATOR};
+use crate::db::{self, failed_jobs};
+use crate::model::Model;
+
+/// Summaries embedded per unit of work.
+pub const EMBEDDING_BATCH: usize = 16;
+
+/// The embedding generator.
+pub struct EmbeddingGenerator {
+    conn: Connection,
+    model: Arc<dyn Model>,
+    setup: Setup,
+    pending_sql: String,
+    count_sql: String,
+}
+
+impl EmbeddingGenerator {
+    /// Creates it, with its own connection.
+    ///
+    /// # Errors
+    ///
+    /// The database can not be opened.
+    pub fn new(setup: &Setup) -> Result<Self> {
+        let filter = format!(
+            "NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.summary_id = s.id) AND {}",
+            failed_jobs::may_try_sql("CAST(s.id AS TEXT)")
+        );
+        Ok(Self {
+            conn: setup.connect()?,
+            model: setup.model.clone(),
+            setup: setup.clone(),
+            pending_sql: format!(
+                "SELECT s.id, s.summary FROM summaries s WHERE {filter}
+                 ORDER BY s.id LIMIT {EMBEDDING_BATCH}"
+            ),
+            count_sql: format!("SELECT count(*) FROM summaries s WHERE {filter}"),
+        })
+    }
+}
+
+/// Stores a vector as little-endian `f32`s.
+pub fn vector_to_blob(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Reads a vector stored by [`vector_to_blob`].
+pub fn blob_to_vector(blob: &[u8]) -> Vec<f32> {
+    blob.chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+impl BackgroundTask for EmbeddingGenerator {
+    type Item = Vec<(i64, String)>;
+
+    fn next_item(&mut self, unit: &Unit<'_>) -> Result<Option<Self::Item>, TaskError> {
+        let params = named_params! { ":worker": EMBEDDING_GENERATOR, ":now": db::now_ms() };
+        let backlog: i64 = self
+            .conn
+            .query_row(&self.count_sql, params, |row| row.get(0))?;
+        unit.set_backlog(backlog as u64);
+        let mut stmt = self.conn.prepare_cached(&self.pending_sql)?;
+        let batch = stmt
+            .query_map(params, |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
+        Ok((!batch.is_empty()).then_some(batch))
+    }
+
+    fn describe(&self, batch: &Self::Item) -> String {
+        match (batch.first(), batch.last()) {
+            (Some((first, _)), Some((last, _))) if first != last => {
+                format!("summaries {first}–{last}")
+            }
+            (Some((id, _)), _) => format!("summary {id}"),
+            _ => "nothing".to_owned(),
+        }
+    }
+
+    fn run_item(&mut self, batch: Self::Item, _unit: &Unit<'_>) -> Result<Outcome, TaskError> {
+        let texts: Vec<String> = batch.iter().map(|(_, text)| text.clone()).collect();
+        let what = self.describe(&batch);
+        let embeddings = match self.model.embed(&texts) {
+            Ok(e) if e.vectors.len() == batch.len() => e,
+            Ok(e) => {
+                let error = format!("{} vectors for {} texts", e.vectors.len(), batch.len());
+                return Err(self.fail_all(&batch, &what, &error));
+            }
+            Err(err) => return Err(self.fail_all(&batch, &what, &err.to_string())),
+        };
+        let tx = self.conn.transaction()?;
+        let now = db::now_ms();
+        for ((id, _), vector) in batch.iter().zip(&embeddings.vectors) {
+            // The summary may have been replaced meanwhile; it then has a
+            // new embedding coming, and this one is dropped.
+            tx.execute(
+                "INSERT INTO embeddings (summary_id, model, dimension, vector, created_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM summaries WHERE id = ?1)
+                 ON CONFLICT(summary_id) DO NOTHING",
+                params![
+                    id,
+                    embeddings.model,
+                    vector.len() as i64,
+                    vector_to_blob(vector),
+                    now
+                ],
+            )?;
+            failed_jobs::clear_failure(&tx, EMBEDDING_GENERATOR, &id.to_string())?;
+        }
+        tx.commit()?;
+        debug!(count = batch.len(), "summaries embedded");
+        let dimension = embeddings.vectors.first().map_or(0, Vec::len);
+        Ok(
+            Outcome::new(format!("{} embedded ({dimension} dimensions)", what))
+                .with_cost(embeddings.cost),
+        )
+    }
+}
+
+impl EmbeddingGenerator {
+    fn fail_all(&self, batch: &[(i64, String)], what: &str, error: &str) -> TaskError {
+        for (id, _) in &batch[1..] {
+            let _ = failed_jobs::record_failure(
+                &self.conn,
+                EMBEDDING_GENERATOR,
+                &id.to_string(),
+                error,
+                self.setup.retry,
+            );
+        }
+        let first = batch[0].0.to_string();
+        fail(
+            &self.conn,
+            &self.setup,
+            EMBEDDING_GENERATOR,
+            &first,
+            what,
+            error,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_round_trip_through_blobs() {
+        let v = vec![0.25, -1.5, 3.0e-7, f32::MAX];
+        assert_eq!(blob_to_vector(&vector_to_blob(&v)), v);
+    }
+}

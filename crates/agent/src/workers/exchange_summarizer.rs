@@ -1,0 +1,136 @@
+//! Summarises each completed exchange that has no summary.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use nu_coord::{BackgroundTask, Nudger, Outcome, TaskError, Unit};
+use rusqlite::{named_params, Connection, OptionalExtension};
+use tracing::debug;
+
+use super::{fail, short, Setup, EXCHANGE_SUMMARIZER};
+use crate::db::{self, failed_jobs};
+use crate::model::Model;
+
+const INSTRUCTION: &str = "Summarize the following exchange between a user and an assistant \
+    in one or two sentences. Reply with the summary only.";
+
+/// A completed exchange waiting for its summary.
+#[derive(Debug)]
+pub struct PendingExchange {
+    id: i64,
+    input: String,
+    reply: String,
+}
+
+/// The exchange summarizer.
+pub struct ExchangeSummarizer {
+    conn: Connection,
+    model: Arc<dyn Model>,
+    setup: Setup,
+    embedder: Option<Nudger>,
+    pending_sql: String,
+    count_sql: String,
+}
+
+impl ExchangeSummarizer {
+    /// Creates it, with its own connection; `embedder` is woken after each
+    /// summary.
+    ///
+    /// # Errors
+    ///
+    /// The database can not be opened.
+    pub fn new(setup: &Setup, embedder: Option<Nudger>) -> Result<Self> {
+        // Only completed exchanges: one still running is never touched.
+        let filter = format!(
+            "e.status = 'completed' AND NOT EXISTS (SELECT 1 FROM summaries s
+                 WHERE s.subject = 'exchange' AND s.subject_id = e.id)
+             AND {}",
+            failed_jobs::may_try_sql("CAST(e.id AS TEXT)")
+        );
+        Ok(Self {
+            conn: setup.connect()?,
+            model: setup.model.clone(),
+            setup: setup.clone(),
+            embedder,
+            pending_sql: format!(
+                "SELECT e.id, e.user_input, e.reply FROM exchanges e WHERE {filter}
+                 ORDER BY e.id LIMIT 1"
+            ),
+            count_sql: format!("SELECT count(*) FROM exchanges e WHERE {filter}"),
+        })
+    }
+}
+
+impl BackgroundTask for ExchangeSummarizer {
+    type Item = PendingExchange;
+
+    fn next_item(&mut self, unit: &Unit<'_>) -> Result<Option<PendingExchange>, TaskError> {
+        let params = named_params! { ":worker": EXCHANGE_SUMMARIZER, ":now": db::now_ms() };
+        let backlog: i64 = self
+            .conn
+            .query_row(&self.count_sql, params, |row| row.get(0))?;
+        unit.set_backlog(backlog as u64);
+        let item = self
+            .conn
+            .query_row(&self.pending_sql, params, |row| {
+                Ok(PendingExchange {
+                    id: row.get(0)?,
+                    input: row.get(1)?,
+                    reply: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                })
+            })
+            .optional()?;
+        Ok(item)
+    }
+
+    fn describe(&self, item: &PendingExchange) -> String {
+        format!("exchange {}", item.id)
+    }
+
+    fn run_item(&mut self, item: PendingExchange, _unit: &Unit<'_>) -> Result<Outcome, TaskError> {
+        let text = format!("User: {}\nAssistant: {}", item.input, item.reply);
+        let key = item.id.to_string();
+        let what = format!("exchange {}", item.id);
+        let summary = match self.model.summarize(INSTRUCTION, &text, &self.setup.cancel) {
+            Ok(summary) if !summary.text.is_empty() => summary,
+            Ok(_) => {
+                return Err(fail(
+                    &self.conn,
+                    &self.setup,
+                    EXCHANGE_SUMMARIZER,
+                    &key,
+                    &what,
+                    "the model returned an empty summary",
+                ))
+            }
+            Err(err) => {
+                return Err(fail(
+                    &self.conn,
+                    &self.setup,
+                    EXCHANGE_SUMMARIZER,
+                    &key,
+                    &what,
+                    &err.to_string(),
+                ))
+            }
+        };
+        self.conn.execute(
+            "INSERT INTO summaries (subject, subject_id, summary, model, cost, created_at)
+             VALUES ('exchange', ?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(subject, subject_id) DO NOTHING",
+            rusqlite::params![
+                item.id,
+                summary.text,
+                summary.model,
+                summary.cost,
+                db::now_ms()
+            ],
+        )?;
+        failed_jobs::clear_failure(&self.conn, EXCHANGE_SUMMARIZER, &key)?;
+        debug!(exchange = item.id, "exchange summarised");
+        if let Some(embedder) = &self.embedder {
+            embedder.nudge();
+        }
+        Ok(Outcome::new(short(&summary.text, 80)).with_cost(summary.cost))
+    }
+}

@@ -1,0 +1,149 @@
+//! The three background workers over the history: they summarise finished
+//! exchanges and past conversations, and embed every summary so `/search`
+//! can find related exchanges.
+//!
+//! Each is a [`nu_coord::BackgroundTask`] that does one item per unit of
+//! work, so a pause never waits for more than one model call. Each opens
+//! its own database connection, is woken when new work is recorded, and
+//! keeps failed items in the `failed_jobs` table, retrying them later with
+//! backoff and giving up after a few tries.
+
+mod conversation_summarizer;
+mod embedding_generator;
+mod exchange_summarizer;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use nu_coord::{BackgroundWorkers, WorkerOptions};
+use rusqlite::Connection;
+
+pub use conversation_summarizer::ConversationSummarizer;
+pub use embedding_generator::{
+    blob_to_vector, vector_to_blob, EmbeddingGenerator, EMBEDDING_BATCH,
+};
+pub use exchange_summarizer::ExchangeSummarizer;
+
+use crate::db::failed_jobs::{self, Recorded, RetryPolicy};
+use crate::events::{Event, EventSender};
+use crate::model::{Cancel, Model};
+
+/// The exchange summarizer's name.
+pub const EXCHANGE_SUMMARIZER: &str = "exchange_summarizer";
+/// The conversation summarizer's name.
+pub const CONVERSATION_SUMMARIZER: &str = "conversation_summarizer";
+/// The embedding generator's name.
+pub const EMBEDDING_GENERATOR: &str = "embedding_generator";
+
+/// Every worker, in the order they are listed.
+pub const NAMES: [&str; 3] = [
+    EXCHANGE_SUMMARIZER,
+    CONVERSATION_SUMMARIZER,
+    EMBEDDING_GENERATOR,
+];
+
+/// What the workers share.
+#[derive(Clone)]
+pub struct Setup {
+    /// The history database.
+    pub db_path: PathBuf,
+    /// The model that writes summaries and embeddings.
+    pub model: Arc<dyn Model>,
+    /// The conversation in progress (0 before it starts), which the
+    /// conversation summarizer leaves alone.
+    pub current_conversation: Arc<AtomicI64>,
+    /// Set at shutdown, to end model calls early.
+    pub cancel: Cancel,
+    /// How failed items are retried.
+    pub retry: RetryPolicy,
+    /// How long an idle worker sleeps when nothing wakes it (it looks for
+    /// items whose retry time has come when it wakes).
+    pub idle_interval: Duration,
+    /// Where the workers' notes to the user go.
+    pub events: Option<EventSender>,
+}
+
+impl Setup {
+    fn options(&self) -> WorkerOptions {
+        WorkerOptions::default()
+            .idle_interval(self.idle_interval)
+            .retry_interval(Duration::from_secs(1))
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        Ok(crate::db::connect(&self.db_path)?)
+    }
+}
+
+/// The `config` key that remembers whether a worker is enabled.
+pub fn enabled_key(name: &str) -> String {
+    format!("worker.{name}.enabled")
+}
+
+/// Registers the three workers (stopped) in `workers`.
+///
+/// # Errors
+///
+/// A worker's database connection could not be opened, or a name is taken.
+pub fn register(workers: &BackgroundWorkers, setup: &Setup) -> Result<()> {
+    workers.register(
+        EMBEDDING_GENERATOR,
+        EmbeddingGenerator::new(setup)?,
+        setup.options(),
+    )?;
+    let embedder = workers.nudger(EMBEDDING_GENERATOR)?;
+    workers.register(
+        EXCHANGE_SUMMARIZER,
+        ExchangeSummarizer::new(setup, Some(embedder.clone()))?,
+        setup.options(),
+    )?;
+    workers.register(
+        CONVERSATION_SUMMARIZER,
+        ConversationSummarizer::new(setup, Some(embedder))?,
+        setup.options(),
+    )?;
+    Ok(())
+}
+
+/// Records a failed item and, when it is given up, tells the user; returns
+/// the error for the worker's status.
+fn fail(
+    conn: &Connection,
+    setup: &Setup,
+    worker: &str,
+    item: &str,
+    what: &str,
+    error: &str,
+) -> nu_coord::TaskError {
+    match failed_jobs::record_failure(conn, worker, item, error, setup.retry) {
+        Ok(Recorded::RetryIn(wait)) => {
+            tracing::debug!(worker, item, "failed, retrying in {wait:?}: {error}");
+            format!("{what}: {error} (retrying in {}s)", wait.as_secs()).into()
+        }
+        Ok(Recorded::GivenUp) => {
+            tracing::debug!(worker, item, "given up: {error}");
+            if let Some(events) = &setup.events {
+                let _ = events.send(Event::Note(format!(
+                    "{worker}: gave up on {what} after {} tries: {error}",
+                    setup.retry.max_attempts
+                )));
+            }
+            format!("{what}: {error} (given up)").into()
+        }
+        Err(db_err) => format!("{what}: {error} (and could not record it: {db_err})").into(),
+    }
+}
+
+/// Shortens text for a status line.
+fn short(text: &str, max: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        let cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
