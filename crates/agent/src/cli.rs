@@ -43,4 +43,15 @@ pub enum Command {
     /// Show the live counts of an agent using the database, read from the
     /// database itself (run it from another terminal)
     Status,
+    /// Write a verified copy of the database when no agent is using it (in
+    /// a running agent, use /backup)
+    Backup {
+        /// Where the copy goes; it must not exist [default:
+        /// ./memory-YYYY-MM-DD-HHMMSS.db]
+        dest: Option<String>,
+        /// Run SQLite's full integrity check on the copy instead of the
+        /// quick one
+        #[arg(long)]
+        full: bool,
+    },
 }

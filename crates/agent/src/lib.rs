@@ -5,6 +5,7 @@
 //! tests can reach it.
 
 pub mod app;
+pub mod backup;
 pub mod cli;
 pub mod commands;
 pub mod db;
@@ -44,9 +45,16 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let db_path = db::resolve_path(cli.db.as_deref())?;
-    if let Some(Command::Status) = cli.command {
-        commands::status::report(&db_path)?;
-        return Ok(ExitCode::SUCCESS);
+    match cli.command {
+        Some(Command::Status) => {
+            commands::status::report(&db_path)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Backup { dest, full }) => {
+            commands::backup_offline(&db_path, dest.as_deref().unwrap_or(""), full)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {}
     }
 
     let interactive = std::io::stdin().is_terminal();

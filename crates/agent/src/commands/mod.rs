@@ -1,8 +1,11 @@
 //! Slash commands, one file each, and how a line finds its command.
 
+mod backup;
+mod edit;
 mod exit;
 mod help;
 mod search;
+pub use backup::run_offline as backup_offline;
 pub mod status;
 mod workers;
 
@@ -57,6 +60,18 @@ pub const COMMANDS: &[Spec] = &[
         args: "QUERY",
         summary: "find earlier exchanges like QUERY, by their summaries' embeddings",
         run: search::run,
+    },
+    Spec {
+        name: "backup",
+        args: "[DEST] [--full]",
+        summary: "write a verified copy of the history (default ./memory-DATE-TIME.db)",
+        run: backup::run,
+    },
+    Spec {
+        name: "edit",
+        args: "[TEXT]",
+        summary: "write the next input in $VISUAL or $EDITOR, workers paused meanwhile",
+        run: edit::run,
     },
     Spec {
         name: "exit",
