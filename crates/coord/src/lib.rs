@@ -115,6 +115,11 @@ mod token;
 mod worker;
 mod workers;
 
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;
+
 pub use coordinator::{CoordinatorStatus, Purpose, SafeState, WorkCoordinator};
 pub use counter::{Admission, AdmissionHold, Counts, WorkerCounter};
 pub use error::{Error, NotSafe};

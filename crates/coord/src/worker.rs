@@ -31,7 +31,7 @@ use crate::token::{PauseHold, WorkerToken};
 use crate::Error;
 
 /// Settings of a [`Worker`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct WorkerOptions {
     /// How long an idle worker sleeps before looking for work again when
@@ -41,6 +41,20 @@ pub struct WorkerOptions {
     /// How long a worker waits before looking again after a failed
     /// look-up. Default: 1 second.
     pub retry_interval: Duration,
+    /// Called on the worker's thread each time it starts, before any work:
+    /// the place to lower the thread's priority, or to name it for a
+    /// profiler. Default: none.
+    pub on_thread_start: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl fmt::Debug for WorkerOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerOptions")
+            .field("idle_interval", &self.idle_interval)
+            .field("retry_interval", &self.retry_interval)
+            .field("on_thread_start", &self.on_thread_start.is_some())
+            .finish()
+    }
 }
 
 impl Default for WorkerOptions {
@@ -48,6 +62,7 @@ impl Default for WorkerOptions {
         Self {
             idle_interval: Duration::from_secs(5),
             retry_interval: Duration::from_secs(1),
+            on_thread_start: None,
         }
     }
 }
@@ -56,6 +71,12 @@ impl WorkerOptions {
     /// Sets [`idle_interval`](Self::idle_interval).
     pub fn idle_interval(mut self, interval: Duration) -> Self {
         self.idle_interval = interval;
+        self
+    }
+
+    /// Sets [`on_thread_start`](Self::on_thread_start).
+    pub fn on_thread_start(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_thread_start = Some(std::sync::Arc::new(hook));
         self
     }
 
@@ -547,6 +568,9 @@ fn thread_main(shared: Arc<Shared>, shutdown: Shutdown) {
     // Between units the worker counts as parked.
     gate.park();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
+        if let Some(hook) = &shared.options.on_thread_start {
+            hook();
+        }
         task.run_loop(&shared, &gate, &shutdown);
     }));
     if let Err(panic) = outcome {

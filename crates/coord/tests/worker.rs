@@ -279,3 +279,22 @@ fn a_nudger_wakes_the_worker_it_came_from() {
     assert!(handle.wait_done(1));
     worker.stop(PATIENCE).unwrap();
 }
+
+#[test]
+fn the_start_hook_runs_on_the_worker_thread_at_each_start() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let options = quick().on_thread_start(move || {
+        let name = std::thread::current().name().unwrap_or_default().to_owned();
+        tx.lock().unwrap().send(name).unwrap();
+    });
+    let counter = WorkerCounter::new();
+    let (task, _handle) = scripted(vec![]);
+    let worker = Worker::new("hooked", task, &counter, options);
+    worker.start().unwrap();
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "hooked");
+    worker.stop(PATIENCE).unwrap();
+    worker.start().unwrap();
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "hooked");
+    worker.stop(PATIENCE).unwrap();
+}

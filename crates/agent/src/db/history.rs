@@ -102,6 +102,11 @@ pub fn complete_exchange(
          SELECT conversation_id, id, 'assistant', ?2, ?3 FROM exchanges WHERE id = ?1",
         params![exchange_id, completion.text, now],
     )?;
+    tx.execute(
+        "UPDATE conversations SET last_completed_at = ?2
+         WHERE id = (SELECT conversation_id FROM exchanges WHERE id = ?1)",
+        params![exchange_id, now],
+    )?;
     tx.commit()
 }
 

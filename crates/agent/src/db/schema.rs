@@ -11,8 +11,11 @@ const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
     "
     CREATE TABLE conversations (
-        id          INTEGER PRIMARY KEY,
-        started_at  INTEGER NOT NULL
+        id                 INTEGER PRIMARY KEY,
+        started_at         INTEGER NOT NULL,
+        -- When its last exchange completed: the conversation summarizer
+        -- compares it with the summary's time without scanning exchanges.
+        last_completed_at  INTEGER
     );
 
     CREATE TABLE exchanges (
@@ -28,10 +31,16 @@ const MIGRATIONS: &[&str] = &[
         completion_tokens  INTEGER,
         cost               REAL NOT NULL DEFAULT 0,
         started_at         INTEGER NOT NULL,
-        ended_at           INTEGER
+        ended_at           INTEGER,
+        -- Set with the exchange's summary, so the exchanges still waiting
+        -- for one are found through the small index below, however long
+        -- the history.
+        summarized         INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX exchanges_by_conversation ON exchanges(conversation_id, id);
     CREATE INDEX exchanges_by_status ON exchanges(status);
+    CREATE INDEX exchanges_to_summarize ON exchanges(id)
+        WHERE status = 'completed' AND summarized = 0;
 
     CREATE TABLE messages (
         id               INTEGER PRIMARY KEY,
@@ -51,8 +60,12 @@ const MIGRATIONS: &[&str] = &[
         model       TEXT NOT NULL,
         cost        REAL NOT NULL DEFAULT 0,
         created_at  INTEGER NOT NULL,
+        -- Set with the summary's embedding; cleared when the summary is
+        -- replaced.
+        embedded    INTEGER NOT NULL DEFAULT 0,
         UNIQUE (subject, subject_id)
     );
+    CREATE INDEX summaries_to_embed ON summaries(id) WHERE embedded = 0;
 
     CREATE TABLE embeddings (
         id          INTEGER PRIMARY KEY,

@@ -9,7 +9,7 @@ use nu_coord::{BackgroundTask, Nudger, Outcome, TaskError, Unit};
 use rusqlite::{named_params, params, Connection, OptionalExtension};
 use tracing::debug;
 
-use super::{fail, short, Setup, CONVERSATION_SUMMARIZER};
+use super::{capped_count_sql, fail, short, Setup, CONVERSATION_SUMMARIZER};
 use crate::db::{self, failed_jobs};
 use crate::model::Model;
 
@@ -17,7 +17,7 @@ const INSTRUCTION: &str = "Summarize the following conversation between a user a
     assistant in two or three sentences: what it was about and what came of it. Reply with \
     the summary only.";
 
-/// How many exchanges of a conversation go into its summary.
+/// How many of a conversation's last exchanges go into its summary.
 const MAX_EXCHANGES: i64 = 50;
 
 /// The conversation summarizer.
@@ -38,16 +38,16 @@ impl ConversationSummarizer {
     ///
     /// The database can not be opened.
     pub fn new(setup: &Setup, embedder: Option<Nudger>) -> Result<Self> {
+        // Conversations are few (one per run); each test below is an index
+        // look-up, none scans the conversation's exchanges.
         let filter = format!(
             "c.id != :current
-             AND EXISTS (SELECT 1 FROM exchanges e
-                         WHERE e.conversation_id = c.id AND e.status = 'completed')
-             AND NOT EXISTS (SELECT 1 FROM exchanges e
-                             WHERE e.conversation_id = c.id AND e.status = 'running')
+             AND c.last_completed_at IS NOT NULL
              AND coalesce((SELECT s.created_at FROM summaries s
                            WHERE s.subject = 'conversation' AND s.subject_id = c.id), -1)
-                 < (SELECT max(e.ended_at) FROM exchanges e
-                    WHERE e.conversation_id = c.id AND e.status = 'completed')
+                 < c.last_completed_at
+             AND NOT EXISTS (SELECT 1 FROM exchanges e
+                             WHERE e.status = 'running' AND e.conversation_id = c.id)
              AND {}",
             failed_jobs::may_try_sql("CAST(c.id AS TEXT)")
         );
@@ -59,20 +59,20 @@ impl ConversationSummarizer {
             pending_sql: format!(
                 "SELECT c.id FROM conversations c WHERE {filter} ORDER BY c.id LIMIT 1"
             ),
-            count_sql: format!("SELECT count(*) FROM conversations c WHERE {filter}"),
+            count_sql: capped_count_sql(&format!("SELECT 1 FROM conversations c WHERE {filter}")),
         })
     }
 
-    /// The conversation as text: each exchange's summary when it has one,
-    /// else what was said.
+    /// The conversation's last exchanges as text, oldest first: each one's
+    /// summary when it has one, else what was said.
     fn transcript(&self, conversation_id: i64) -> rusqlite::Result<String> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT e.user_input, e.reply, s.summary FROM exchanges e
              LEFT JOIN summaries s ON s.subject = 'exchange' AND s.subject_id = e.id
              WHERE e.conversation_id = ?1 AND e.status = 'completed'
-             ORDER BY e.id LIMIT ?2",
+             ORDER BY e.id DESC LIMIT ?2",
         )?;
-        let lines = stmt
+        let mut lines = stmt
             .query_map(params![conversation_id, MAX_EXCHANGES], |row| {
                 let input: String = row.get(0)?;
                 let reply: Option<String> = row.get(1)?;
@@ -83,6 +83,7 @@ impl ConversationSummarizer {
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
+        lines.reverse();
         Ok(lines.join("\n"))
     }
 }
@@ -156,7 +157,8 @@ impl BackgroundTask for ConversationSummarizer {
             "INSERT INTO summaries (subject, subject_id, summary, model, cost, created_at)
              VALUES ('conversation', ?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(subject, subject_id) DO UPDATE SET summary = excluded.summary,
-                 model = excluded.model, cost = excluded.cost, created_at = excluded.created_at",
+                 model = excluded.model, cost = excluded.cost, created_at = excluded.created_at,
+                 embedded = 0",
             params![id, summary.text, summary.model, summary.cost, db::now_ms()],
         )?;
         tx.commit()?;

@@ -12,7 +12,7 @@ use nu_coord::{BackgroundTask, Outcome, TaskError, Unit};
 use rusqlite::{named_params, params, Connection};
 use tracing::debug;
 
-use super::{fail, Setup, EMBEDDING_GENERATOR};
+use super::{capped_count_sql, fail, Setup, EMBEDDING_GENERATOR};
 use crate::db::{self, failed_jobs};
 use crate::model::Model;
 
@@ -35,8 +35,9 @@ impl EmbeddingGenerator {
     ///
     /// The database can not be opened.
     pub fn new(setup: &Setup) -> Result<Self> {
+        // `embedded = 0` matches the partial index `summaries_to_embed`.
         let filter = format!(
-            "NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.summary_id = s.id) AND {}",
+            "s.embedded = 0 AND {}",
             failed_jobs::may_try_sql("CAST(s.id AS TEXT)")
         );
         Ok(Self {
@@ -47,7 +48,7 @@ impl EmbeddingGenerator {
                 "SELECT s.id, s.summary FROM summaries s WHERE {filter}
                  ORDER BY s.id LIMIT {EMBEDDING_BATCH}"
             ),
-            count_sql: format!("SELECT count(*) FROM summaries s WHERE {filter}"),
+            count_sql: capped_count_sql(&format!("SELECT 1 FROM summaries s WHERE {filter}")),
         })
     }
 }
@@ -103,19 +104,22 @@ impl BackgroundTask for EmbeddingGenerator {
         };
         let tx = self.conn.transaction()?;
         let now = db::now_ms();
-        for ((id, _), vector) in batch.iter().zip(&embeddings.vectors) {
-            // The summary may have been replaced meanwhile; it then has a
-            // new embedding coming, and this one is dropped.
+        for ((id, text), vector) in batch.iter().zip(&embeddings.vectors) {
+            // The summary may have been deleted or rewritten in place
+            // meanwhile (a conversation's summary keeps its id); it then
+            // has a new embedding coming, and this one is dropped.
             tx.execute(
                 "INSERT INTO embeddings (summary_id, model, dimension, vector, created_at)
-                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM summaries WHERE id = ?1)
+                 SELECT ?1, ?2, ?3, ?4, ?5
+                 WHERE EXISTS (SELECT 1 FROM summaries WHERE id = ?1 AND summary = ?6)
                  ON CONFLICT(summary_id) DO NOTHING",
                 params![
                     id,
                     embeddings.model,
                     vector.len() as i64,
                     vector_to_blob(vector),
-                    now
+                    now,
+                    text
                 ],
             )?;
             failed_jobs::clear_failure(&tx, EMBEDDING_GENERATOR, &id.to_string())?;

@@ -7,7 +7,7 @@ use nu_coord::{BackgroundTask, Nudger, Outcome, TaskError, Unit};
 use rusqlite::{named_params, Connection, OptionalExtension};
 use tracing::debug;
 
-use super::{fail, short, Setup, EXCHANGE_SUMMARIZER};
+use super::{capped_count_sql, fail, short, Setup, EXCHANGE_SUMMARIZER};
 use crate::db::{self, failed_jobs};
 use crate::model::Model;
 
@@ -41,10 +41,9 @@ impl ExchangeSummarizer {
     /// The database can not be opened.
     pub fn new(setup: &Setup, embedder: Option<Nudger>) -> Result<Self> {
         // Only completed exchanges: one still running is never touched.
+        // The first two terms match the partial index `exchanges_to_summarize`.
         let filter = format!(
-            "e.status = 'completed' AND NOT EXISTS (SELECT 1 FROM summaries s
-                 WHERE s.subject = 'exchange' AND s.subject_id = e.id)
-             AND {}",
+            "e.status = 'completed' AND e.summarized = 0 AND {}",
             failed_jobs::may_try_sql("CAST(e.id AS TEXT)")
         );
         Ok(Self {
@@ -56,7 +55,7 @@ impl ExchangeSummarizer {
                 "SELECT e.id, e.user_input, e.reply FROM exchanges e WHERE {filter}
                  ORDER BY e.id LIMIT 1"
             ),
-            count_sql: format!("SELECT count(*) FROM exchanges e WHERE {filter}"),
+            count_sql: capped_count_sql(&format!("SELECT 1 FROM exchanges e WHERE {filter}")),
         })
     }
 }
@@ -114,7 +113,8 @@ impl BackgroundTask for ExchangeSummarizer {
                 ))
             }
         };
-        self.conn.execute(
+        let tx = self.conn.transaction()?;
+        tx.execute(
             "INSERT INTO summaries (subject, subject_id, summary, model, cost, created_at)
              VALUES ('exchange', ?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(subject, subject_id) DO NOTHING",
@@ -126,7 +126,12 @@ impl BackgroundTask for ExchangeSummarizer {
                 db::now_ms()
             ],
         )?;
-        failed_jobs::clear_failure(&self.conn, EXCHANGE_SUMMARIZER, &key)?;
+        tx.execute(
+            "UPDATE exchanges SET summarized = 1 WHERE id = ?1",
+            [item.id],
+        )?;
+        failed_jobs::clear_failure(&tx, EXCHANGE_SUMMARIZER, &key)?;
+        tx.commit()?;
         debug!(exchange = item.id, "exchange summarised");
         if let Some(embedder) = &self.embedder {
             embedder.nudge();

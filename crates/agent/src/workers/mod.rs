@@ -71,6 +71,7 @@ impl Setup {
         WorkerOptions::default()
             .idle_interval(self.idle_interval)
             .retry_interval(Duration::from_secs(1))
+            .on_thread_start(lower_priority)
     }
 
     fn connect(&self) -> Result<Connection> {
@@ -81,6 +82,22 @@ impl Setup {
 /// The `config` key that remembers whether a worker is enabled.
 pub fn enabled_key(name: &str) -> String {
     format!("worker.{name}.enabled")
+}
+
+/// Runs the calling thread at a lower scheduling priority (about `nice 10`
+/// on Linux), so that work in the background yields the processor to the
+/// foreground: an exchange being answered, a backup being copied. Not the
+/// lowest: a worker asked to pause must still finish its unit promptly
+/// when the machine is busy. Where the system does not allow it, the
+/// worker runs at normal priority.
+fn lower_priority() {
+    use thread_priority::{set_current_thread_priority, ThreadPriority, ThreadPriorityValue};
+    let Ok(value) = ThreadPriorityValue::try_from(25u8) else {
+        return;
+    };
+    if let Err(err) = set_current_thread_priority(ThreadPriority::Crossplatform(value)) {
+        tracing::debug!("could not lower a worker's priority: {err:?}");
+    }
 }
 
 /// Registers the three workers (stopped) in `workers`.
@@ -135,6 +152,16 @@ fn fail(
         }
         Err(db_err) => format!("{what}: {error} (and could not record it: {db_err})").into(),
     }
+}
+
+/// Backlogs are counted up to this many items (shown as "1000+"), so that counting stays
+/// cheap inside a unit of work however long the history is.
+pub const BACKLOG_CAP: u64 = 1_000;
+
+/// Wraps a query selecting pending items into a count capped at
+/// [`BACKLOG_CAP`].
+fn capped_count_sql(select_pending: &str) -> String {
+    format!("SELECT count(*) FROM ({select_pending} LIMIT {BACKLOG_CAP})")
 }
 
 /// Shortens text for a status line.
