@@ -122,6 +122,10 @@ impl BackgroundTask for EmbeddingGenerator {
                     text
                 ],
             )?;
+            tx.execute(
+                "UPDATE summaries SET embedded = 1 WHERE id = ?1 AND summary = ?2",
+                params![id, text],
+            )?;
             failed_jobs::clear_failure(&tx, EMBEDDING_GENERATOR, &id.to_string())?;
         }
         tx.commit()?;
