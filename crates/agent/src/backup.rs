@@ -172,7 +172,7 @@ fn precheck_dir(source: &Path, dir: &Path) -> Result<(), BackupError> {
     File::create(&probe).map_err(fail(&format!("{} is not writable", dir.display())))?;
     let _ = fs::remove_file(&probe);
     let needed = crate::app::db_size(source) + SPACE_MARGIN;
-    let available = fs4::available_space(&dir)
+    let available = fs4::available_space(dir)
         .map_err(fail(&format!("could not check room in {}", dir.display())))?;
     if available < needed {
         return Err(BackupError::new(format!(
