@@ -248,6 +248,7 @@ fn main() {
         .max()
         .unwrap_or_default();
     let backup_time = median(reports.iter().map(|r| r.copy).collect());
+    let methods: Vec<String> = reports.iter().map(|r| format!("{:?}", r.method)).collect();
     let verify = median(reports.iter().map(|r| r.verify).collect());
     let copy = median(copies);
     let ratio = backup_time.as_secs_f64() / copy.as_secs_f64().max(1e-9);
@@ -272,6 +273,9 @@ fn main() {
                 line["target"] = target.into();
                 line["pass"] = pass.into();
             }
+            if metric == "backup_ms" {
+                line["methods"] = methods.clone().into();
+            }
             println!("{line}");
         }
     } else {
@@ -284,9 +288,10 @@ fn main() {
         );
         println!(
             "pause window: worst {:.2} ms, median {:.2} ms of {RUNS} backups; other figures \
-             are medians",
+             are medians; copied by: {}",
             ms(pause_worst),
-            ms(pause)
+            ms(pause),
+            methods.join(", ")
         );
         println!("{:<20} {:>12}  {:<8} result", "metric", "value", "target");
         for (metric, value, target, pass) in rows {

@@ -59,6 +59,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
     let interactive = std::io::stdin().is_terminal();
     let mut app = App::open(&db_path, &cli.model, interactive)?;
+    route_thread_panics(&app);
     let result = if interactive {
         repl::run(&mut app)
     } else {
@@ -69,6 +70,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
     result?;
     shutdown?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A panic on a background thread (a worker's unit, an exchange) is
+/// caught and recorded where it happened; its message must not land on the
+/// terminal over the prompt. So such panics become a note for the REPL to
+/// show between prompts, with the location in the log; a panic on the
+/// REPL's own thread is reported as usual.
+fn route_thread_panics(app: &App) {
+    let notes = std::sync::Mutex::new(app.events.tx.clone());
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("a background thread");
+        if name == "main" {
+            default(info);
+            return;
+        }
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic with no message".to_owned());
+        let location = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        tracing::debug!("{name} panicked{location}: {message}");
+        if let Ok(tx) = notes.lock() {
+            let _ = tx.send(Event::Note(format!(
+                "{name} panicked: {message} (--debug shows where)"
+            )));
+        }
+    }));
 }
 
 /// Ctrl-C outside the line editor (while an exchange runs, or in pipe

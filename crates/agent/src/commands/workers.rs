@@ -67,7 +67,15 @@ pub fn run(app: &mut App, args: &str) -> Result<Flow> {
 }
 
 fn list(app: &App) {
-    let statuses = app.workers.statuses();
+    let mut statuses = app.workers.statuses();
+    // In the order the workers' work flows, whatever order they were
+    // registered in.
+    statuses.sort_by_key(|s| {
+        workers::NAMES
+            .iter()
+            .position(|n| *n == s.name)
+            .unwrap_or(usize::MAX)
+    });
     println!(
         "{:<24} {:<9} {:>6} {:>6} {:>7} {:>9}  doing / last result",
         "worker", "state", "done", "failed", "backlog", "spend"

@@ -92,21 +92,30 @@ impl BackgroundTask for ConversationSummarizer {
     type Item = i64;
 
     fn next_item(&mut self, unit: &Unit<'_>) -> Result<Option<i64>, TaskError> {
-        let current = self.setup.current_conversation.load(Ordering::SeqCst);
-        let params = named_params! {
-            ":worker": CONVERSATION_SUMMARIZER,
-            ":now": db::now_ms(),
-            ":current": current,
-        };
-        let backlog: i64 = self
-            .conn
-            .query_row(&self.count_sql, params, |row| row.get(0))?;
-        unit.set_backlog(backlog as u64);
-        let id = self
-            .conn
-            .query_row(&self.pending_sql, params, |row| row.get(0))
-            .optional()?;
-        Ok(id)
+        // A conversation becomes current before its first exchange is
+        // recorded, so a look-up that may have seen that exchange is made
+        // again when the current conversation changed while it ran.
+        let mut current = self.setup.current_conversation.load(Ordering::SeqCst);
+        loop {
+            let params = named_params! {
+                ":worker": CONVERSATION_SUMMARIZER,
+                ":now": db::now_ms(),
+                ":current": current,
+            };
+            let backlog: i64 = self
+                .conn
+                .query_row(&self.count_sql, params, |row| row.get(0))?;
+            let id = self
+                .conn
+                .query_row(&self.pending_sql, params, |row| row.get(0))
+                .optional()?;
+            let now_current = self.setup.current_conversation.load(Ordering::SeqCst);
+            if now_current == current {
+                unit.set_backlog(backlog as u64);
+                return Ok(id);
+            }
+            current = now_current;
+        }
     }
 
     fn describe(&self, id: &i64) -> String {
