@@ -190,26 +190,13 @@ impl<T: BackgroundTask> Runnable for Erased<T> {
                     continue;
                 }
                 Ok(Err(err)) => {
-                    gate.park();
-                    shared
-                        .status
-                        .note_failure(format!("looking for work: {err}"));
-                    gate.idle(
-                        Some(shutdown),
-                        sync::deadline_after(shared.options.retry_interval),
-                    );
+                    let message = format!("looking for work: {err}");
+                    retry_later(shared, gate, shutdown, message);
                     continue;
                 }
                 Err(panic) => {
-                    gate.park();
-                    let msg = panic_message(&*panic);
-                    shared
-                        .status
-                        .note_failure(format!("looking for work panicked: {msg}"));
-                    gate.idle(
-                        Some(shutdown),
-                        sync::deadline_after(shared.options.retry_interval),
-                    );
+                    let message = format!("looking for work panicked: {}", panic_message(&*panic));
+                    retry_later(shared, gate, shutdown, message);
                     continue;
                 }
             };
@@ -227,6 +214,17 @@ impl<T: BackgroundTask> Runnable for Erased<T> {
             shared.status.finish_item(record, took);
         }
     }
+}
+
+/// After a failed look-up: park, say what went wrong, and wait the retry
+/// interval (or less, if woken) before looking again.
+fn retry_later(shared: &Shared, gate: &Gate, shutdown: &Shutdown, message: String) {
+    gate.park();
+    shared.status.note_failure(message);
+    gate.idle(
+        Some(shutdown),
+        sync::deadline_after(shared.options.retry_interval),
+    );
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {

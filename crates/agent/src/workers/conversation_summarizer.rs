@@ -9,7 +9,7 @@ use nu_coord::{BackgroundTask, Nudger, Outcome, TaskError, Unit};
 use rusqlite::{named_params, params, Connection, OptionalExtension};
 use tracing::debug;
 
-use super::{capped_count_sql, fail, short, Setup, CONVERSATION_SUMMARIZER};
+use super::{capped_count_sql, fail, short, summarize, Setup, CONVERSATION_SUMMARIZER};
 use crate::db::{self, failed_jobs};
 use crate::model::Model;
 
@@ -126,27 +126,13 @@ impl BackgroundTask for ConversationSummarizer {
         let key = id.to_string();
         let what = format!("conversation {id}");
         let transcript = self.transcript(id)?;
-        let summary = match self
-            .model
-            .summarize(INSTRUCTION, &transcript, &self.setup.cancel)
-        {
-            Ok(summary) if !summary.text.is_empty() => summary,
-            Ok(_) => {
-                let error = "the model returned an empty summary";
+        let summary = match summarize(&*self.model, INSTRUCTION, &transcript, &self.setup) {
+            Ok(summary) => summary,
+            Err(error) => {
+                let setup = &self.setup;
                 return Err(fail(
                     &self.conn,
-                    &self.setup,
-                    CONVERSATION_SUMMARIZER,
-                    &key,
-                    &what,
-                    error,
-                ));
-            }
-            Err(err) => {
-                let error = err.to_string();
-                return Err(fail(
-                    &self.conn,
-                    &self.setup,
+                    setup,
                     CONVERSATION_SUMMARIZER,
                     &key,
                     &what,

@@ -7,7 +7,7 @@ use nu_coord::{BackgroundTask, Nudger, Outcome, TaskError, Unit};
 use rusqlite::{named_params, Connection, OptionalExtension};
 use tracing::debug;
 
-use super::{capped_count_sql, fail, short, Setup, EXCHANGE_SUMMARIZER};
+use super::{capped_count_sql, fail, short, summarize, Setup, EXCHANGE_SUMMARIZER};
 use crate::db::{self, failed_jobs};
 use crate::model::Model;
 
@@ -90,27 +90,18 @@ impl BackgroundTask for ExchangeSummarizer {
         let text = format!("User: {}\nAssistant: {}", item.input, item.reply);
         let key = item.id.to_string();
         let what = format!("exchange {}", item.id);
-        let summary = match self.model.summarize(INSTRUCTION, &text, &self.setup.cancel) {
-            Ok(summary) if !summary.text.is_empty() => summary,
-            Ok(_) => {
+        let summary = match summarize(&*self.model, INSTRUCTION, &text, &self.setup) {
+            Ok(summary) => summary,
+            Err(error) => {
+                let setup = &self.setup;
                 return Err(fail(
                     &self.conn,
-                    &self.setup,
+                    setup,
                     EXCHANGE_SUMMARIZER,
                     &key,
                     &what,
-                    "the model returned an empty summary",
-                ))
-            }
-            Err(err) => {
-                return Err(fail(
-                    &self.conn,
-                    &self.setup,
-                    EXCHANGE_SUMMARIZER,
-                    &key,
-                    &what,
-                    &err.to_string(),
-                ))
+                    &error,
+                ));
             }
         };
         let tx = self.conn.transaction()?;

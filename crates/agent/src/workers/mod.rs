@@ -125,6 +125,21 @@ pub fn register(workers: &BackgroundWorkers, setup: &Setup) -> Result<()> {
     Ok(())
 }
 
+/// Asks the model for a summary; an empty one is a failure too. The error
+/// is the line recorded in `failed_jobs`.
+fn summarize(
+    model: &dyn Model,
+    instruction: &str,
+    text: &str,
+    setup: &Setup,
+) -> Result<crate::model::Completion, String> {
+    match model.summarize(instruction, text, &setup.cancel) {
+        Ok(summary) if !summary.text.is_empty() => Ok(summary),
+        Ok(_) => Err("the model returned an empty summary".to_owned()),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
 /// Records a failed item and, when it is given up, tells the user; returns
 /// the error for the worker's status.
 fn fail(
