@@ -13,8 +13,8 @@ use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use nu_coord::{
-    Admission, BackgroundWorkers, Checkpoint, Scope, Shutdown, WorkCoordinator, WorkerCounter,
-    WorkerKind, WorkerToken,
+    Admission, BackgroundTask, BackgroundWorkers, Checkpoint, Outcome, Scope, Shutdown, TaskError,
+    Unit, WorkCoordinator, WorkerCounter, WorkerKind, WorkerOptions, WorkerToken,
 };
 
 /// Timed waits never time out under loom; this just reads as "unbounded".
@@ -175,5 +175,63 @@ fn nothing_is_admitted_inside_a_safe_state() {
         exchange.join().unwrap();
         assert_eq!(counter.active_count(WorkerKind::Orchestrator), 0);
         assert!(counter.is_admitting(WorkerKind::Orchestrator));
+    });
+}
+
+/// A task that is never started in these models; it only gives the
+/// workers' pause gates something to belong to.
+struct Never;
+
+impl BackgroundTask for Never {
+    type Item = ();
+    fn next_item(&mut self, _: &Unit<'_>) -> Result<Option<()>, TaskError> {
+        Ok(None)
+    }
+    fn describe(&self, _: &()) -> String {
+        String::new()
+    }
+    fn run_item(&mut self, _: (), _: &Unit<'_>) -> Result<Outcome, TaskError> {
+        Ok(Outcome::default())
+    }
+}
+
+#[test]
+fn overlapping_safe_states_and_a_users_pause_compose() {
+    model(|| {
+        let counter = WorkerCounter::new();
+        let workers = BackgroundWorkers::new(&counter);
+        workers
+            .register("w", Never, WorkerOptions::default())
+            .unwrap();
+        let coordinator = WorkCoordinator::new(&counter, &workers);
+
+        let backup = {
+            let coordinator = coordinator.clone();
+            thread::spawn(move || {
+                let safe = coordinator.prepare_for_backup(FOREVER).unwrap();
+                assert!(coordinator.workers().all_paused());
+                assert!(!coordinator.counter().is_admitting(WorkerKind::Orchestrator));
+                drop(safe);
+            })
+        };
+        let user = {
+            let workers = workers.clone();
+            thread::spawn(move || {
+                workers.pause("w").unwrap();
+            })
+        };
+        let editor = coordinator.prepare_for_external_editor(FOREVER).unwrap();
+        assert!(workers.all_paused());
+        drop(editor);
+        backup.join().unwrap();
+        user.join().unwrap();
+
+        // Both safe states are gone; the user's pause stays.
+        let status = coordinator.status();
+        assert_eq!(status.safe_states, 0);
+        assert!(status.admitting);
+        assert!(workers.all_paused());
+        workers.resume("w").unwrap();
+        assert!(!workers.all_paused());
     });
 }
