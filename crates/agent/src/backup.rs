@@ -20,16 +20,19 @@
 //! whatever other connections write (their frames wait in the log). The
 //! backup then copies the file with the operating system's fast file copy.
 //!
-//! The checkpoint runs after the safe state is released, so it does not
-//! lengthen the pause window. When it can not catch up with our snapshot
-//! (an older reader holds it back, or the log is not in use), the backup
-//! falls back to SQLite's online backup API, which copies the pinned
-//! snapshot page by page through SQLite. Either way the checks above run on
+//! A first checkpoint runs before the safe state and copies the bulk of the
+//! log; the one inside the safe state, right after the snapshot is pinned,
+//! only has the few pages written in between, so the pause window stays
+//! short and does not grow with the database. When that checkpoint can not
+//! reach the end of the log (an older reader holds it back, or the log is
+//! not in use), the backup falls back to SQLite's online backup API, which
+//! copies the pinned snapshot page by page through SQLite. Either way the checks above run on
 //! the result, so a wrong assumption would fail the backup, never pass a
 //! bad copy.
 //!
 //! So the pause window does not grow with the size of the database: it is
-//! the time to reach the safe state plus one `BEGIN` and one read.
+//! the time to reach the safe state, one `BEGIN` and one read, and a
+//! checkpoint of whatever was written since the first one.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -292,37 +295,58 @@ fn run_checked(
     src.pragma_update(None, "mmap_size", MMAP_SIZE)
         .map_err(fail("could not set up the database for copying"))?;
 
+    // A checkpoint now, outside the safe state, copies the bulk of the log
+    // into the database file, so that the one inside it has little or
+    // nothing left to do.
+    let checkpointer = db::connect(source).ok();
+    if let Some(conn) = &checkpointer {
+        checkpoint(conn);
+    }
+
     // Pin the snapshot inside the safe state, then release it at once.
     let pause_started = Instant::now();
     let safe = match coordinator {
-        Some(c) => Some(c.prepare_for_backup(options.timeout).map_err(|e| {
-            BackupError::new(format!(
-                "backup not started, nothing was paused or changed: {e}"
-            ))
-        })?),
+        Some(c) => Some(
+            c.prepare_for_backup(options.timeout)
+                .map_err(|e| BackupError::new(format!("backup not started: {e}")))?,
+        ),
         None => None,
     };
     let pinned = src.execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;");
+    let frozen = pinned.is_ok()
+        && checkpointer
+            .as_ref()
+            .is_some_and(|conn| checkpoint(conn) == Checkpointed::All);
     drop(safe);
     let pause_window = pause_started.elapsed();
     pinned.map_err(fail("could not pin a snapshot of the database"))?;
 
-    let frozen = file_is_snapshot(source);
     let result = copy_and_verify(source, &src, frozen, options, pause_window, started);
     let _ = src.execute_batch("ROLLBACK");
     result
 }
 
-/// Checkpoints the log as far as the open readers allow, and returns
-/// whether that reached its end: then the database file holds exactly our
-/// pinned snapshot (see the module doc). Runs on a connection of its own,
-/// as a checkpoint can not run inside a transaction.
-fn file_is_snapshot(source: &Path) -> bool {
-    let Ok(conn) = db::connect(source) else {
-        return false;
-    };
-    // (busy, frames in the log, frames checkpointed); -1s when the log is
-    // not in use.
+/// How far a checkpoint got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Checkpointed {
+    /// Every frame of the log is in the database file.
+    All,
+    /// Some frames are not (a reader holds them back, or the checkpoint
+    /// failed), or the database is not in WAL mode.
+    Partly,
+}
+
+/// Checkpoints the log as far as the open readers allow, on a connection
+/// of its own (a checkpoint can not run inside a transaction).
+///
+/// Run right after our snapshot is pinned, inside the safe state where
+/// nothing else writes, [`Checkpointed::All`] means the database file holds
+/// exactly our snapshot: a checkpoint never goes past the oldest reader's
+/// snapshot, so "every frame" can only be reached if no frame lies beyond
+/// ours. And the file stays so while our read transaction is open (see the
+/// module doc).
+fn checkpoint(conn: &Connection) -> Checkpointed {
+    // (busy, frames in the log, frames checkpointed); -1s outside WAL mode.
     let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
         Ok((
             row.get::<_, i64>(0)?,
@@ -330,11 +354,10 @@ fn file_is_snapshot(source: &Path) -> bool {
             row.get::<_, i64>(2)?,
         ))
     });
-    // Our reader is the oldest (the safe state let no older one stay
-    // open), so the checkpoint stops at our snapshot at the latest; if it
-    // reached the log's end, the log holds nothing of our snapshot that the
-    // file lacks.
-    matches!(result, Ok((0, log, done)) if log >= 0 && done == log)
+    match result {
+        Ok((0, log, done)) if log >= 0 && done == log => Checkpointed::All,
+        _ => Checkpointed::Partly,
+    }
 }
 
 fn copy_and_verify(
@@ -482,7 +505,11 @@ fn copy_pages(src: &Connection, dst: &mut Connection, progress: bool) -> Result<
             // source only means another connection holds a lock for a
             // moment; wait and go on.
             StepResult::Busy | StepResult::Locked => std::thread::sleep(Duration::from_millis(5)),
-            _ => std::thread::sleep(Duration::from_millis(5)),
+            other => {
+                return Err(BackupError::new(format!(
+                    "the copy stopped with an unexpected step result ({other:?})"
+                )))
+            }
         }
     }
     if let Some(bar) = bar {
@@ -602,7 +629,7 @@ mod tests {
         assert!(writer.join().unwrap() > 0);
         // Which way each copy went depends on where the writer was; both
         // must give one snapshot.
-        eprintln!("copy methods: {methods:?}");
+        assert_eq!(methods.len(), 6);
     }
 
     /// The claim the file copy rests on: while our read transaction is
@@ -624,8 +651,10 @@ mod tests {
         let src = db::connect(&source).unwrap();
         src.execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;")
             .unwrap();
-        assert!(
-            file_is_snapshot(&source),
+        let checkpointer = db::connect(&source).unwrap();
+        assert_eq!(
+            checkpoint(&checkpointer),
+            Checkpointed::All,
             "nothing else reads: the log is caught up"
         );
 
@@ -658,7 +687,7 @@ mod tests {
         // Once the reader is gone, the checkpoint goes through.
         src.execute_batch("ROLLBACK").unwrap();
         drop(src);
-        assert!(file_is_snapshot(&source));
+        assert_eq!(checkpoint(&checkpointer), Checkpointed::All);
     }
 
     #[test]
