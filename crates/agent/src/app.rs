@@ -53,6 +53,8 @@ pub struct App {
     /// Set by the Ctrl-C handler, cleared when an interrupt is acted on.
     pub interrupt_pending: Arc<AtomicBool>,
     conversation_id: Option<i64>,
+    /// Exchanges started by this run; numbers their events.
+    exchanges: u64,
     /// Shared with the conversation summarizer, which skips it.
     current_conversation: Arc<AtomicI64>,
     /// Ends workers' model calls at shutdown.
@@ -122,6 +124,7 @@ impl App {
             interactive,
             interrupt_pending: Arc::new(AtomicBool::new(false)),
             conversation_id: None,
+            exchanges: 0,
             current_conversation,
             worker_cancel,
             notes: Vec::new(),
@@ -149,7 +152,10 @@ impl App {
             }
         };
         let cancel = Cancel::new();
+        self.exchanges += 1;
+        let number = self.exchanges;
         exchange::spawn(ExchangeRequest {
+            number,
             db_path: self.db_path.clone(),
             conversation_id,
             input: input.to_owned(),
@@ -173,12 +179,15 @@ impl App {
                 }
             };
             match event {
-                Some(Event::Text(text)) => {
+                Some(Event::Text(n, text)) if n == number => {
                     let _ = write!(stdout, "{text}");
                     let _ = stdout.flush();
                     wrote_text = true;
                 }
-                Some(Event::Finished(finished)) => break finished,
+                Some(Event::Finished(n, finished)) if n == number => break finished,
+                // Late words of an earlier exchange abandoned after a
+                // cancel: its thread records its own end.
+                Some(Event::Text(..) | Event::Finished(..)) => {}
                 Some(Event::Interrupt) => {
                     self.interrupt_pending.store(false, Ordering::SeqCst);
                     if cancelled_at.is_none() {
@@ -221,7 +230,7 @@ impl App {
             match event {
                 Event::Note(note) => self.notes.push(note),
                 Event::Interrupt => self.interrupt_pending.store(false, Ordering::SeqCst),
-                Event::Text(_) | Event::Finished(_) => {}
+                Event::Text(..) | Event::Finished(..) => {}
             }
         }
     }
@@ -279,6 +288,15 @@ pub fn db_size(path: &Path) -> u64 {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     size(path) + size(Path::new(&wal))
+}
+
+/// `count` with the noun's singular or plural form.
+pub fn plural(count: i64, one: &str, many: &str) -> String {
+    if count == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{count} {many}")
+    }
 }
 
 /// Formats a byte count for people.

@@ -12,10 +12,11 @@ use crate::exchange::Finished;
 /// Something for the REPL's thread to act on.
 #[derive(Debug)]
 pub enum Event {
-    /// A piece of the reply of the exchange in flight.
-    Text(String),
-    /// The exchange in flight has ended.
-    Finished(Finished),
+    /// A piece of the reply of exchange number `.0` (see
+    /// [`ExchangeRequest::number`](crate::exchange::ExchangeRequest::number)).
+    Text(u64, String),
+    /// Exchange number `.0` has ended.
+    Finished(u64, Finished),
     /// The user pressed Ctrl-C while no prompt was reading.
     Interrupt,
     /// A line from a background worker, shown between prompts.

@@ -51,6 +51,9 @@ pub enum Finished {
 
 /// What an orchestrator needs.
 pub struct ExchangeRequest {
+    /// Numbers this exchange's events, so that a late event of an earlier,
+    /// abandoned exchange is never taken for this one's.
+    pub number: u64,
     /// The database.
     pub db_path: PathBuf,
     /// The conversation it belongs to.
@@ -79,6 +82,7 @@ pub fn spawn(request: ExchangeRequest) -> std::io::Result<thread::JoinHandle<()>
         .name("orchestrator".into())
         .spawn(move || {
             let mut reporter = Reporter {
+                number: request.number,
                 events: request.events.clone(),
                 sent: false,
             };
@@ -90,6 +94,7 @@ pub fn spawn(request: ExchangeRequest) -> std::io::Result<thread::JoinHandle<()>
 /// Sends the one `Finished` event; if the thread unwinds before it could,
 /// the drop sends a failure instead, so the REPL never waits forever.
 struct Reporter {
+    number: u64,
     events: EventSender,
     sent: bool,
 }
@@ -97,17 +102,41 @@ struct Reporter {
 impl Reporter {
     fn send(&mut self, finished: Finished) {
         self.sent = true;
-        let _ = self.events.send(Event::Finished(finished));
+        let _ = self.events.send(Event::Finished(self.number, finished));
     }
 }
 
 impl Drop for Reporter {
     fn drop(&mut self) {
         if !self.sent {
-            let _ = self.events.send(Event::Finished(Finished::Failed {
-                id: None,
-                error: "the exchange stopped unexpectedly (a panic; see the log)".to_owned(),
-            }));
+            let _ = self.events.send(Event::Finished(
+                self.number,
+                Finished::Failed {
+                    id: None,
+                    error: "the exchange stopped unexpectedly (a panic; see --debug)".to_owned(),
+                },
+            ));
+        }
+    }
+}
+
+/// Marks the exchange's row failed if the thread unwinds before it could
+/// record how the exchange ended, so no row is left `running`.
+struct RowGuard<'a> {
+    conn: &'a rusqlite::Connection,
+    id: i64,
+    armed: bool,
+}
+
+impl Drop for RowGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            record_end(
+                self.conn,
+                self.id,
+                ExchangeStatus::Failed,
+                "the exchange stopped unexpectedly (a panic)",
+            );
         }
     }
 }
@@ -134,16 +163,25 @@ fn run(request: ExchangeRequest, reporter: &mut Reporter) -> Finished {
             }
         }
     };
-    let context = db::conversation_context(&conn, request.conversation_id, CONTEXT_MESSAGES);
-    let id = db::begin_exchange(
+    // The context first: if it can not be read, nothing is recorded.
+    let mut messages =
+        match db::conversation_context(&conn, request.conversation_id, CONTEXT_MESSAGES) {
+            Ok(context) => context,
+            Err(err) => {
+                return Finished::Failed {
+                    id: None,
+                    error: format!("could not read the conversation: {err}"),
+                }
+            }
+        };
+    let id = match db::begin_exchange(
         &mut conn,
         request.conversation_id,
         &request.input,
         request.model.name(),
-    );
-    let (mut messages, id) = match (context, id) {
-        (Ok(context), Ok(id)) => (context, id),
-        (Err(err), _) | (_, Err(err)) => {
+    ) {
+        Ok(id) => id,
+        Err(err) => {
             return Finished::Failed {
                 id: None,
                 error: format!("could not record the exchange: {err}"),
@@ -154,13 +192,23 @@ fn run(request: ExchangeRequest, reporter: &mut Reporter) -> Finished {
     messages.push(Message::new(Role::User, request.input.clone()));
 
     let events = reporter.events.clone();
-    let result = request.model.chat(
-        &messages,
-        &mut |text| {
-            let _ = events.send(Event::Text(text.to_owned()));
-        },
-        &request.cancel,
-    );
+    let number = request.number;
+    let result = {
+        let mut guard = RowGuard {
+            conn: &conn,
+            id,
+            armed: true,
+        };
+        let result = request.model.chat(
+            &messages,
+            &mut |text| {
+                let _ = events.send(Event::Text(number, text.to_owned()));
+            },
+            &request.cancel,
+        );
+        guard.armed = false;
+        result
+    };
 
     let finished = match result {
         Ok(completion) => match db::complete_exchange(&mut conn, id, &completion) {
@@ -168,10 +216,14 @@ fn run(request: ExchangeRequest, reporter: &mut Reporter) -> Finished {
                 id,
                 took: started.elapsed(),
             },
-            Err(err) => Finished::Failed {
-                id: Some(id),
-                error: format!("the reply could not be recorded: {err}"),
-            },
+            Err(err) => {
+                let error = format!("the reply could not be recorded: {err}");
+                record_end(&conn, id, ExchangeStatus::Failed, &error);
+                Finished::Failed {
+                    id: Some(id),
+                    error,
+                }
+            }
         },
         Err(ModelError::Cancelled) => {
             record_end(

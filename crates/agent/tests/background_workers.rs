@@ -98,12 +98,16 @@ impl Model for TestModel {
         self.local.chat(messages, on_text, cancel)
     }
 
-    fn embed(&self, texts: &[String]) -> Result<Embeddings, ModelError> {
+    fn embed(&self, texts: &[String], cancel: &Cancel) -> Result<Embeddings, ModelError> {
         self.door.pass();
         if self.fail_embed.load(Ordering::SeqCst) {
             return Err(ModelError::Other("the embedding service is down".into()));
         }
-        self.local.embed(texts)
+        self.local.embed(texts, cancel)
+    }
+
+    fn embedding_model(&self) -> &str {
+        self.local.embedding_model()
     }
 
     fn summarize(

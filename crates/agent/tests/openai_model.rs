@@ -493,7 +493,9 @@ fn embeddings_go_in_batches_and_come_back_in_order() {
     config.api_key = Some("sk-embed".to_owned());
     config.embedding_model = "text-embedding-3-small".to_owned();
     assert_eq!(config.embedding_batch, 64);
-    let embeddings = OpenAiModel::new(config).embed(&texts(150)).unwrap();
+    let embeddings = OpenAiModel::new(config)
+        .embed(&texts(150), &Cancel::new())
+        .unwrap();
 
     let requests = server.requests();
     let sizes: Vec<usize> = requests
@@ -519,7 +521,7 @@ fn embeddings_go_in_batches_and_come_back_in_order() {
 #[test]
 fn no_texts_need_no_request() {
     let server = Server::start(embeddings_reply);
-    let embeddings = model(&server).embed(&[]).unwrap();
+    let embeddings = model(&server).embed(&[], &Cancel::new()).unwrap();
     assert!(embeddings.vectors.is_empty());
     assert!(server.requests().is_empty());
 }
@@ -534,7 +536,7 @@ fn embeddings_retry_after_a_rate_limit() {
         _ => embeddings_reply(request, 0),
     });
     let started = Instant::now();
-    let embeddings = model(&server).embed(&texts(3)).unwrap();
+    let embeddings = model(&server).embed(&texts(3), &Cancel::new()).unwrap();
     assert_eq!(
         embeddings.vectors,
         [vec![0.0, 0.0], vec![1.0, 0.0], vec![2.0, 0.0]]
@@ -556,7 +558,7 @@ fn embeddings_honour_retry_after() {
         _ => embeddings_reply(request, 0),
     });
     let started = Instant::now();
-    model(&server).embed(&texts(2)).unwrap();
+    model(&server).embed(&texts(2), &Cancel::new()).unwrap();
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "{:?}",
@@ -568,7 +570,7 @@ fn embeddings_honour_retry_after() {
 fn embeddings_give_up_after_the_last_retry() {
     let server =
         Server::start(|_, _| Reply::json(503, &openai_error("overloaded", "server_error")));
-    let error = model(&server).embed(&texts(2)).unwrap_err();
+    let error = model(&server).embed(&texts(2), &Cancel::new()).unwrap_err();
     assert!(
         matches!(&error, ModelError::Server { status: 503, detail } if detail == "overloaded"),
         "{error:?}"
@@ -585,7 +587,7 @@ fn embeddings_do_not_retry_a_rejected_request() {
             &openai_error("input too long", "invalid_request_error"),
         )
     });
-    let error = model(&server).embed(&texts(2)).unwrap_err();
+    let error = model(&server).embed(&texts(2), &Cancel::new()).unwrap_err();
     assert!(
         matches!(error, ModelError::Rejected { status: 400, .. }),
         "{error:?}"
@@ -597,7 +599,9 @@ fn embeddings_do_not_retry_a_rejected_request() {
 fn embeddings_retry_a_refused_connection_then_fail() {
     let mut config = config(&refused_base_url());
     config.max_retries = 2;
-    let error = OpenAiModel::new(config).embed(&texts(1)).unwrap_err();
+    let error = OpenAiModel::new(config)
+        .embed(&texts(1), &Cancel::new())
+        .unwrap_err();
     assert!(matches!(error, ModelError::Connect { .. }), "{error:?}");
 }
 
@@ -613,7 +617,7 @@ fn embeddings_that_do_not_match_the_texts_are_malformed() {
     let server = Server::start(move |_, n| Reply::json(200, &replies[n]));
     let model = model(&server);
     for case in 0..count {
-        let error = model.embed(&texts(2)).unwrap_err();
+        let error = model.embed(&texts(2), &Cancel::new()).unwrap_err();
         assert!(
             matches!(error, ModelError::Malformed(_)),
             "case {case}: {error:?}"

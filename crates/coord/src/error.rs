@@ -8,8 +8,12 @@ use crate::kind::WorkerKind;
 /// Everything that can go wrong in this library.
 ///
 /// Timed waits that simply run out (`wait_for_idle`, `wait_until_paused`)
-/// return `false` instead; an error means a request could not be honoured,
-/// and every request that fails leaves the state as it was found.
+/// return `false` instead; an error means a request could not be honoured.
+/// A failed request leaves the state as it was found, with two stated
+/// exceptions: [`Worker::disable`](crate::Worker::disable) disables the
+/// worker even when its stop times out, and
+/// [`BackgroundWorkers::start_all`](crate::BackgroundWorkers::start_all) leaves started the workers it reached
+/// before the failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -22,10 +26,7 @@ pub enum Error {
 
     /// A token asked to become active while a safe state keeps admission
     /// for its kind closed.
-    #[error(
-        "new {kind} work is not admitted while a safe state is held \
-         (a backup or an editor is running); try again when it ends"
-    )]
+    #[error("new {kind} work is not admitted while a safe state is held; try again when it ends")]
     AdmissionClosed {
         /// The kind that was refused.
         kind: WorkerKind,

@@ -18,12 +18,13 @@
 //!
 //! # Invariants
 //!
-//! 1. The owner sets `RUNNING` only by a compare-exchange that sees no pause
-//!    requested (`try_run`), except on activation and when leaving a
-//!    checkpoint because of shutdown. So once an observer has seen
+//! 1. `RUNNING` is only ever set by a compare-exchange that sees no pause
+//!    requested (`try_run`): on activation, when a unit begins, and when a
+//!    checkpoint is left after a resume. So once an observer has seen
 //!    "requested and parked", the owner stays parked until the request is
 //!    lifted: every transition is a read-modify-write on the one word, and
-//!    they are totally ordered.
+//!    they are totally ordered. A checkpoint left because of shutdown
+//!    leaves the owner parked.
 //! 2. Every change that can satisfy a blocked wait is followed by taking
 //!    `lock` and notifying, and every blocked wait re-reads `state` while
 //!    holding `lock` before it sleeps. So a notify can not fall between a
@@ -167,11 +168,6 @@ impl Gate {
 
     // The owner's transitions ---------------------------------------------
 
-    /// Marks the owner as running, whatever is requested (activation).
-    pub(crate) fn set_running(&self) {
-        self.state.fetch_or(RUNNING, Ordering::SeqCst);
-    }
-
     /// Marks the owner as parked and tells observers if a pause waits on it.
     pub(crate) fn park(&self) {
         let prev = self.state.fetch_and(!RUNNING, Ordering::SeqCst);
@@ -187,9 +183,9 @@ impl Gate {
         }
     }
 
-    /// Sets `RUNNING` if no pause is requested; the only way an owner
-    /// leaves a parked state while a pause could be in force (invariant 1).
-    fn try_run(&self) -> bool {
+    /// Sets `RUNNING` if no pause is requested: the only way an owner
+    /// leaves the parked state (invariant 1).
+    pub(crate) fn try_run(&self) -> bool {
         let mut state = self.load();
         loop {
             if requested(state) {
@@ -226,31 +222,30 @@ impl Gate {
     /// Parking itself goes through read-modify-writes on the same word, so
     /// a request that this load misses is seen at the next checkpoint or at
     /// the end of the unit, and no observer is told "parked" before then.
+    ///
+    /// `works_after` says whether the caller goes on working when the
+    /// checkpoint returns (an active owner does); it is then marked running
+    /// again once the pause is lifted.
     #[inline]
-    pub(crate) fn checkpoint(&self, shutdown: Option<&Shutdown>) -> Checkpoint {
+    pub(crate) fn checkpoint(&self, shutdown: Option<&Shutdown>, works_after: bool) -> Checkpoint {
         if !requested(self.state.load(Ordering::Relaxed)) {
             return Checkpoint::Continue;
         }
-        self.checkpoint_slow(shutdown)
+        self.checkpoint_slow(shutdown, works_after)
     }
 
     #[cold]
-    fn checkpoint_slow(&self, shutdown: Option<&Shutdown>) -> Checkpoint {
-        let prev = self.state.load(Ordering::SeqCst);
-        let was_running = prev & RUNNING != 0;
-        if was_running {
-            self.park();
-        }
+    fn checkpoint_slow(&self, shutdown: Option<&Shutdown>, works_after: bool) -> Checkpoint {
+        self.park();
         loop {
             if !self.wait_resumed(shutdown) {
-                if was_running {
-                    // The caller goes on running to reach a point where it
-                    // can stop; it is not parked any more.
-                    self.set_running();
-                }
+                // The owner stays parked: a shutdown during a pause must
+                // not let work run under a safe state. The caller is to
+                // wind down without touching anything a safe state guards
+                // (see `Unit::checkpoint`).
                 return Checkpoint::Shutdown;
             }
-            if !was_running || self.try_run() {
+            if !works_after || self.try_run() {
                 return Checkpoint::Continue;
             }
             // A new request came between the wake-up and `try_run`.

@@ -140,7 +140,8 @@ impl CountsMirror {
     /// # Errors
     ///
     /// [`Error::Database`] if the file can not be opened or written,
-    /// [`Error::AlreadyMirrored`] if the counter already has a mirror.
+    /// [`Error::AlreadyMirrored`] if the counter already has a mirror,
+    /// [`Error::Spawn`] if its thread can not be started.
     pub fn open(counter: &WorkerCounter, path: impl AsRef<Path>) -> Result<Self, Error> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
@@ -157,7 +158,8 @@ impl CountsMirror {
     ///
     /// [`Error::Database`] if the table can not be created or the first
     /// write fails, [`Error::AlreadyMirrored`] if the counter already has
-    /// a mirror. Nothing is started then.
+    /// a mirror, [`Error::Spawn`] if its thread can not be started. Nothing
+    /// is started then.
     pub fn start(counter: &WorkerCounter, mut conn: Connection) -> Result<Self, Error> {
         if counter.inner.changes.get().is_some() {
             return Err(Error::AlreadyMirrored);
@@ -213,9 +215,10 @@ impl CountsMirror {
     ///
     /// # Errors
     ///
-    /// [`Error::Database`] if that write failed.
+    /// [`Error::MirrorWrite`] if that write failed; the mirror keeps the
+    /// change pending and retries.
     pub fn flush(&self, timeout: Duration) -> Result<bool, Error> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         let mut progress = self
             .shared
             .progress
@@ -230,15 +233,21 @@ impl CountsMirror {
         }
         while progress.finished < target {
             let now = Instant::now();
-            if now >= deadline {
-                return Ok(false);
-            }
-            progress = self
-                .shared
-                .written
-                .wait_timeout(progress, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            progress = match deadline {
+                Some(deadline) if now >= deadline => return Ok(false),
+                Some(deadline) => {
+                    self.shared
+                        .written
+                        .wait_timeout(progress, deadline - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => self
+                    .shared
+                    .written
+                    .wait(progress)
+                    .unwrap_or_else(|p| p.into_inner()),
+            };
         }
         match &progress.last_error {
             Some(message) => Err(Error::MirrorWrite {

@@ -120,8 +120,10 @@ impl Unit<'_> {
     /// A checkpoint inside the unit: returns at once unless a pause is
     /// requested, and otherwise parks the worker here until the pause is
     /// lifted or shutdown is requested. Returns [`Checkpoint::Shutdown`]
-    /// once the worker has been asked to stop; the unit should then wrap
-    /// up and return.
+    /// once the worker has been asked to stop; the unit should then return
+    /// at once. If the stop came during a pause, the worker still counts as
+    /// parked (a safe state may be relying on it), so the unit must not
+    /// write anything on its way out.
     ///
     /// Call it only where the work holds nothing that a safe state must
     /// not see half-done (no open write transaction, for instance).
@@ -130,7 +132,7 @@ impl Unit<'_> {
         if self.shutdown.is_requested() {
             return Checkpoint::Shutdown;
         }
-        self.gate.checkpoint(Some(self.shutdown))
+        self.gate.checkpoint(Some(self.shutdown), true)
     }
 
     /// Returns `true` once the worker has been asked to stop.

@@ -123,6 +123,16 @@ impl WorkerToken {
     /// if it was already active. Same as
     /// `activate_with(Admission::Refuse)`.
     ///
+    /// A pausable token counts as running from here on, except when a
+    /// pause is already requested: then it counts as parked until it
+    /// leaves its first [`check_pause`](Self::check_pause) or
+    /// [`begin_unit`](Self::begin_unit), so the work should reach one of
+    /// those before it touches anything a safe state protects.
+    ///
+    /// # Panics
+    ///
+    /// Panics if 4 294 967 295 tokens of the kind are active already.
+    ///
     /// # Errors
     ///
     /// [`Error::AdmissionClosed`] while a safe state has closed admission
@@ -139,6 +149,10 @@ impl WorkerToken {
     ///
     /// [`Error::AdmissionClosed`] if admission is closed and stays closed
     /// for as long as `admission` allows.
+    ///
+    /// # Panics
+    ///
+    /// As [`activate`](Self::activate).
     #[inline]
     pub fn activate_with(&self, admission: Admission) -> Result<bool, Error> {
         if self.active.load(Ordering::Relaxed) {
@@ -159,7 +173,14 @@ impl WorkerToken {
             return Ok(false);
         }
         if let Some(gate) = &self.gate {
-            gate.set_running();
+            // Running from now on, unless a pause is in force: then the
+            // work counts as parked until it leaves its first checkpoint.
+            gate.try_run();
+            if !self.active.load(Ordering::SeqCst) {
+                // Released by another thread since the exchange above:
+                // undo, so an inactive token never counts as running.
+                gate.park();
+            }
         }
         Ok(true)
     }
@@ -247,6 +268,8 @@ impl WorkerToken {
     /// requested.
     ///
     /// The fast path is one relaxed atomic load: no lock, no system call.
+    /// When shutdown ends a pause, the work stays counted as parked and
+    /// should stop without touching anything a safe state protects.
     /// As in the original design, `shutdown` is consulted only while
     /// paused: when no pause is requested this returns
     /// [`Checkpoint::Continue`] even after shutdown was requested, so a
@@ -256,7 +279,7 @@ impl WorkerToken {
     #[inline]
     pub fn check_pause(&self, shutdown: &Shutdown) -> Checkpoint {
         match &self.gate {
-            Some(gate) => gate.checkpoint(Some(shutdown)),
+            Some(gate) => gate.checkpoint(Some(shutdown), self.is_active()),
             None => Checkpoint::Continue,
         }
     }

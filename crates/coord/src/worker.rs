@@ -31,6 +31,9 @@ use crate::token::{PauseHold, WorkerToken};
 use crate::Error;
 
 /// Settings of a [`Worker`].
+///
+/// Start from `WorkerOptions::default()` and change what you need with
+/// the builder methods; the fields can be read, and new ones may be added.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct WorkerOptions {
@@ -201,7 +204,9 @@ impl<T: BackgroundTask> Runnable for Erased<T> {
                 }
             };
 
-            shared.status.start_item(task.describe(&item));
+            let label = catch_unwind(AssertUnwindSafe(|| task.describe(&item)))
+                .unwrap_or_else(|_| "an item whose description panicked".to_owned());
+            shared.status.start_item(label);
             let started = Instant::now();
             let result = catch_unwind(AssertUnwindSafe(|| task.run_item(item, &unit)));
             let took = started.elapsed();
@@ -274,8 +279,8 @@ impl Worker {
     /// Starts the worker's thread. Returns `Ok(false)` if it was already
     /// running.
     ///
-    /// A pause requested before the start stays in force: the thread
-    /// starts parked and does no work until resumed.
+    /// A pause requested before the start stays in force: the worker
+    /// counts as parked from the start and does no work until resumed.
     ///
     /// # Errors
     ///
@@ -310,10 +315,8 @@ impl Worker {
         let thread_shutdown = shutdown.clone();
         // The token is activated here, before the thread exists, so the
         // count is right the moment `start` returns.
-        self.shared
-            .token
-            .activate()
-            .expect("background runners are not subject to admission");
+        // Runners bypass admission, so this can not be refused.
+        self.shared.token.activate()?;
         let spawned = thread::Builder::new()
             .name(self.shared.name.clone())
             .spawn(move || thread_main(shared, thread_shutdown));

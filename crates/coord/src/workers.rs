@@ -269,9 +269,10 @@ impl BackgroundWorkers {
     /// Waits until every worker has parked under a requested pause, all
     /// under one deadline of `timeout`.
     ///
-    /// A worker that is not running counts as parked. Returns `false` if
-    /// some worker has no pause requested or is still in a unit at the
-    /// deadline; [`not_parked`](Self::not_parked) names them.
+    /// A worker that is not running counts as parked once a pause is
+    /// requested for it. Returns `false` if some worker has no pause
+    /// requested or is still in a unit at the deadline;
+    /// [`not_parked`](Self::not_parked) names them.
     pub fn wait_until_all_paused(&self, timeout: Duration) -> bool {
         self.wait_all_parked_until(sync::deadline_after(timeout))
             .is_empty()

@@ -117,7 +117,10 @@ fn shutdown_wakes_a_paused_checkpoint() {
     let outcome = owner.join().unwrap();
     assert!(outcome.is_shutdown());
     assert!(token.is_paused(), "shutdown does not lift the pause");
-    assert!(!token.is_parked(), "the owner runs on to stop");
+    assert!(
+        token.is_parked(),
+        "the owner winds down still counted as parked: a safe state may rely on it"
+    );
 }
 
 #[test]
@@ -231,4 +234,24 @@ fn shutdown_sleep_wakes_on_request() {
     thread::sleep(A_MOMENT);
     shutdown.request();
     assert!(sleeper.join().unwrap());
+}
+
+#[test]
+fn a_token_activated_during_a_pause_counts_as_parked_until_its_first_checkpoint() {
+    let counter = WorkerCounter::new();
+    let token = pausable(&counter);
+    token.pause().unwrap();
+    token.activate().unwrap();
+    assert!(token.wait_until_paused(Duration::ZERO));
+    let owner = {
+        let token = token.clone();
+        thread::spawn(move || token.check_pause(&Shutdown::new()))
+    };
+    thread::sleep(A_MOMENT);
+    token.resume().unwrap();
+    assert_eq!(owner.join().unwrap(), Checkpoint::Continue);
+    assert!(
+        !token.is_parked(),
+        "running once it has left the checkpoint"
+    );
 }

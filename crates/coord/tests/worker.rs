@@ -298,3 +298,43 @@ fn the_start_hook_runs_on_the_worker_thread_at_each_start() {
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "hooked");
     worker.stop(PATIENCE).unwrap();
 }
+
+#[test]
+fn a_worker_started_while_paused_is_parked_from_the_start() {
+    let counter = WorkerCounter::new();
+    let (task, handle) = scripted(vec![Step::Ok("x", 0.0)]);
+    let worker = Worker::new("late", task, &counter, quick());
+    let hold = worker.hold_pause();
+    worker.start().unwrap();
+    assert!(
+        worker.is_parked(),
+        "never counted as running under the hold"
+    );
+    std::thread::sleep(A_MOMENT);
+    assert!(handle.done().is_empty());
+    drop(hold);
+    assert!(handle.wait_done(1));
+    worker.stop(PATIENCE).unwrap();
+}
+
+#[test]
+fn a_worker_stopped_during_a_pause_winds_down_still_parked() {
+    let counter = WorkerCounter::new();
+    let (task, handle) = scripted(vec![Step::Gated]);
+    let worker = Worker::new("summaries", task, &counter, quick());
+    worker.start().unwrap();
+    handle.entered.recv_timeout(PATIENCE).unwrap();
+    worker.pause();
+    handle.go.send(()).unwrap(); // on to the checkpoint, where it parks
+    assert!(worker.wait_until_paused(PATIENCE));
+
+    worker.request_stop(); // the checkpoint returns "shutdown"
+    std::thread::sleep(A_MOMENT);
+    assert!(
+        worker.is_parked(),
+        "a stop must not make a paused worker run"
+    );
+    handle.go.send(()).unwrap(); // the unit returns
+    assert!(worker.stop(PATIENCE).unwrap());
+    assert_eq!(handle.done(), ["0:err"]);
+}

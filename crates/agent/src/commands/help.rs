@@ -18,7 +18,11 @@ pub fn run(app: &mut App, _args: &str) -> Result<Flow> {
         } else {
             format!("/{} {}", spec.name, spec.args)
         };
-        println!("  {usage:<28} {}", spec.summary);
+        if usage.len() <= 20 {
+            println!("  {usage:<20} {}", spec.summary);
+        } else {
+            println!("  {usage}\n  {:<20} {}", "", spec.summary);
+        }
     }
     if app.interactive {
         println!("End a line with \\ to continue on the next line.");

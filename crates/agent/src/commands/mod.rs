@@ -46,7 +46,7 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "status",
         args: "",
-        summary: "exchanges and workers running, pauses, database, model",
+        summary: "exchanges and workers running, pauses, safe states, database, model",
         run: status::run,
     },
     Spec {

@@ -7,7 +7,8 @@ use super::Flow;
 use crate::app::App;
 use crate::db;
 use crate::model::local::cosine;
-use crate::workers::blob_to_vector;
+use crate::model::Cancel;
+use crate::workers::{blob_to_vector, short};
 
 /// How many results are shown.
 const RESULTS: usize = 5;
@@ -18,7 +19,7 @@ pub fn run(app: &mut App, args: &str) -> Result<Flow> {
     if query.is_empty() {
         bail!("usage: /search QUERY (for example: /search database backups)");
     }
-    let embedded = app.model.embed(&[query.to_owned()])?;
+    let embedded = app.model.embed(&[query.to_owned()], &Cancel::new())?;
     let Some(query_vector) = embedded.vectors.into_iter().next() else {
         bail!("the model returned no embedding for the query");
     };
@@ -30,36 +31,40 @@ pub fn run(app: &mut App, args: &str) -> Result<Flow> {
          JOIN exchanges e ON e.id = s.subject_id
          WHERE m.model = ?1 AND m.dimension = ?2",
     )?;
+    let model = app.model.embedding_model().to_owned();
     let mut hits = stmt
-        .query_map(
-            rusqlite::params![embedded.model, query_vector.len() as i64],
-            |row| {
-                let blob: Vec<u8> = row.get(4)?;
-                Ok((
-                    cosine(&query_vector, &blob_to_vector(&blob)),
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                ))
-            },
-        )?
+        .query_map(rusqlite::params![model, query_vector.len() as i64], |row| {
+            let blob: Vec<u8> = row.get(4)?;
+            Ok((
+                cosine(&query_vector, &blob_to_vector(&blob)),
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     hits.sort_by(|a, b| b.0.total_cmp(&a.0));
 
     if hits.is_empty() {
-        let pending: i64 = app.conn.query_row(
-            "SELECT count(*) FROM exchanges WHERE status = 'completed'",
+        let (completed, waiting): (i64, i64) = app.conn.query_row(
+            "SELECT (SELECT count(*) FROM exchanges WHERE status = 'completed'),
+                    (SELECT count(*) FROM exchanges WHERE status = 'completed'
+                         AND (summarized = 0 OR EXISTS (SELECT 1 FROM summaries s
+                              WHERE s.subject = 'exchange' AND s.subject_id = exchanges.id
+                                AND s.embedded = 0)))",
             [],
-            |row| row.get(0),
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
-        if pending > 0 {
+        if completed == 0 {
+            println!("no earlier exchanges to search yet");
+        } else if waiting > 0 {
             println!(
-                "no embedded exchanges yet; the workers are still summarising and embedding \
-                 ({pending} exchanges). See /workers"
+                "nothing is embedded with {model} yet: {waiting} of {completed} exchanges are \
+                 still waiting for a summary or an embedding (see /workers)"
             );
         } else {
-            println!("no earlier exchanges to search yet");
+            println!("no exchange embedded with {model} matches");
         }
         return Ok(Flow::Continue);
     }
@@ -67,18 +72,9 @@ pub fn run(app: &mut App, args: &str) -> Result<Flow> {
         println!(
             "{score:.3}  exchange {id}, {}  \"{}\"",
             db::format_time(started_at),
-            one_line(&input, 60)
+            short(&input, 60)
         );
-        println!("       {}", one_line(&summary, 100));
+        println!("       {}", short(&summary, 100));
     }
     Ok(Flow::Continue)
-}
-
-fn one_line(text: &str, max: usize) -> String {
-    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= max {
-        flat
-    } else {
-        format!("{}…", flat.chars().take(max - 1).collect::<String>())
-    }
 }

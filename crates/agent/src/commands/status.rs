@@ -32,8 +32,11 @@ pub fn run(app: &mut App, _args: &str) -> Result<Flow> {
         app::human_size(app.db_size())
     );
     println!(
-        "history:            {} conversations, {} exchanges, {} summaries, {} embeddings",
-        history.conversations, history.exchanges, history.summaries, history.embeddings
+        "history:            {}, {}, {}, {}",
+        app::plural(history.conversations, "conversation", "conversations"),
+        app::plural(history.exchanges, "exchange", "exchanges"),
+        app::plural(history.summaries, "summary", "summaries"),
+        app::plural(history.embeddings, "embedding", "embeddings")
     );
     println!("orchestrators:      {}", status.orchestrators);
     println!("background workers: {}", status.background_workers);

@@ -25,45 +25,60 @@ pub fn run(app: &mut App, args: &str) -> Result<Flow> {
     if words.next().is_some() {
         bail!("{USAGE}");
     }
+    if !["pause", "resume", "enable", "disable"].contains(&action) {
+        bail!("unknown action {action:?}; {USAGE}");
+    }
     let Some(target) = target else {
         bail!("/workers {action} needs a worker name or `all`; {USAGE}");
     };
     let names: Vec<String> = if target == "all" {
-        app.workers.names()
+        workers::NAMES.iter().map(|n| (*n).to_owned()).collect()
     } else {
         // Checks the name, with the known ones in the error.
         app.workers.get(target)?;
         vec![target.to_owned()]
     };
+    // Each worker on its own: one that fails does not keep the others from
+    // being changed; the failures are reported together at the end.
+    let mut failures = Vec::new();
     for name in &names {
-        let changed = match action {
-            "pause" => app.workers.pause(name)?,
-            "resume" => app.workers.resume(name)?,
-            "enable" => {
-                db::config_set(&app.conn, &workers::enabled_key(name), "true")?;
-                let changed = app.workers.enable(name)?;
-                app.workers.start(name)?;
-                changed
-            }
-            "disable" => {
-                db::config_set(&app.conn, &workers::enabled_key(name), "false")?;
-                app.workers.disable(name, SHUTDOWN_WAIT)?
-            }
-            other => bail!("unknown action {other:?}; {USAGE}"),
-        };
-        let past = match action {
-            "pause" => "paused",
-            "resume" => "resumed",
-            "enable" => "enabled",
-            _ => "disabled",
-        };
-        if changed {
-            println!("{name}: {past}");
-        } else {
-            println!("{name}: already {past}");
+        match change(app, action, name) {
+            Ok(true) => println!("{name}: {}", past(action)),
+            Ok(false) => println!("{name}: already {}", past(action)),
+            Err(err) => failures.push(format!("{name}: {err:#}")),
         }
     }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("; "));
+    }
     Ok(Flow::Continue)
+}
+
+fn past(action: &str) -> &'static str {
+    match action {
+        "pause" => "paused",
+        "resume" => "resumed",
+        "enable" => "enabled",
+        _ => "disabled",
+    }
+}
+
+/// Applies `action` to one worker; returns whether it changed anything.
+fn change(app: &App, action: &str, name: &str) -> Result<bool> {
+    Ok(match action {
+        "pause" => app.workers.pause(name)?,
+        "resume" => app.workers.resume(name)?,
+        "enable" => {
+            db::config_set(&app.conn, &workers::enabled_key(name), "true")?;
+            let changed = app.workers.enable(name)?;
+            app.workers.start(name)?;
+            changed
+        }
+        _ => {
+            db::config_set(&app.conn, &workers::enabled_key(name), "false")?;
+            app.workers.disable(name, SHUTDOWN_WAIT)?
+        }
+    })
 }
 
 fn list(app: &App) {

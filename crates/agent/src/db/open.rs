@@ -123,12 +123,19 @@ fn check_header(path: &Path) -> Result<(), OpenError> {
     }
 }
 
+/// Sorts a SQLite error into what the user can do about it: a file that
+/// is no database, a damaged one, or a file that could not be opened
+/// (permissions, locks, a missing directory).
 fn damaged(path: &Path, err: rusqlite::Error) -> OpenError {
     match err.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase) => OpenError::NotADatabase {
             path: path.to_owned(),
         },
-        _ => OpenError::Damaged {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => OpenError::Damaged {
+            path: path.to_owned(),
+            detail: err.to_string(),
+        },
+        _ => OpenError::Io {
             path: path.to_owned(),
             detail: err.to_string(),
         },

@@ -107,8 +107,13 @@ impl LocalModel {
         if earlier.is_empty() {
             reply.push_str(&format!(
                 "{OWN_REPLY_MARK} This is the first message of the conversation. I noted \
-                 {} words: \"{}\"",
+                 {} {}: \"{}\".",
                 input.split_whitespace().count(),
+                if input.split_whitespace().count() == 1 {
+                    "word"
+                } else {
+                    "words"
+                },
                 Self::extract(input, 1, 80)
             ));
         } else {
@@ -119,11 +124,11 @@ impl LocalModel {
                 .max_by_key(|(score, _)| *score);
             match best {
                 Some((_, m)) => reply.push_str(&format!(
-                    "{OWN_REPLY_MARK} Earlier in this conversation you said: \"{}\"",
+                    "{OWN_REPLY_MARK} Earlier in this conversation you said: \"{}\".",
                     Self::extract(&m.content, 1, 120)
                 )),
                 None => reply.push_str(&format!(
-                    "{OWN_REPLY_MARK} Nothing earlier in this conversation matches \"{}\"",
+                    "{OWN_REPLY_MARK} Nothing earlier in this conversation matches \"{}\".",
                     Self::extract(input, 1, 80)
                 )),
             }
@@ -264,7 +269,14 @@ impl Model for LocalModel {
         })
     }
 
-    fn embed(&self, texts: &[String]) -> Result<Embeddings, ModelError> {
+    fn embedding_model(&self) -> &str {
+        LOCAL_MODEL_NAME
+    }
+
+    fn embed(&self, texts: &[String], cancel: &Cancel) -> Result<Embeddings, ModelError> {
+        if cancel.is_cancelled() {
+            return Err(ModelError::Cancelled);
+        }
         Ok(Embeddings {
             model: LOCAL_MODEL_NAME.to_owned(),
             vectors: texts.iter().map(|t| embed_text(t)).collect(),

@@ -207,8 +207,15 @@ pub trait Model: Send + Sync {
     ///
     /// # Errors
     ///
-    /// Any failure of the model or its server.
-    fn embed(&self, texts: &[String]) -> Result<Embeddings, ModelError>;
+    /// [`ModelError::Cancelled`] if `cancel` is requested before the
+    /// vectors are in (waits between retries end at once); otherwise any
+    /// failure of the model or its server.
+    fn embed(&self, texts: &[String], cancel: &Cancel) -> Result<Embeddings, ModelError>;
+
+    /// The name of the embedding model, as configured. Stored with every
+    /// embedding: vectors are only compared with vectors of the same model,
+    /// and a change of model has the summaries embedded again.
+    fn embedding_model(&self) -> &str;
 
     /// Summarises `text` as `instruction` asks, without streaming.
     ///

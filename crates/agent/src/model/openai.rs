@@ -288,13 +288,21 @@ impl OpenAiModel {
         &self.config
     }
 
-    /// Embeds one batch, retrying passing failures.
-    fn embed_batch_with_retries(&self, texts: &[String]) -> Result<BatchReply, ModelError> {
+    /// Embeds one batch, retrying passing failures; a cancel ends the wait
+    /// between tries at once.
+    fn embed_batch_with_retries(
+        &self,
+        texts: &[String],
+        cancel: &Cancel,
+    ) -> Result<BatchReply, ModelError> {
         let mut retries = 0;
         loop {
+            if cancel.is_cancelled() {
+                return Err(ModelError::Cancelled);
+            }
             match embed_batch(&self.config, &self.agent, texts) {
                 Err(e) if is_retryable(&e) && retries < self.config.max_retries => {
-                    thread::sleep(retry_delay(&self.config, retries, &e));
+                    sleep_unless_cancelled(retry_delay(&self.config, retries, &e), cancel)?;
                     retries += 1;
                 }
                 other => return other,
@@ -388,29 +396,43 @@ impl Model for OpenAiModel {
         }
     }
 
-    fn embed(&self, texts: &[String]) -> Result<Embeddings, ModelError> {
+    fn embedding_model(&self) -> &str {
+        &self.config.embedding_model
+    }
+
+    /// The vectors come back under the configured embedding model's name
+    /// (not the name the server echoes), which is what identifies them.
+    fn embed(&self, texts: &[String], cancel: &Cancel) -> Result<Embeddings, ModelError> {
         let mut out = Embeddings {
             model: self.config.embedding_model.clone(),
             vectors: Vec::with_capacity(texts.len()),
             cost: 0.0,
         };
-        let mut server_model = None;
         for batch in texts.chunks(self.config.embedding_batch.max(1)) {
-            let reply = self.embed_batch_with_retries(batch)?;
+            let reply = self.embed_batch_with_retries(batch, cancel)?;
             out.vectors.extend(reply.vectors);
             let model = reply
                 .model
                 .as_deref()
                 .unwrap_or(&self.config.embedding_model);
             out.cost += estimate_cost(model, reply.prompt_tokens, None);
-            if server_model.is_none() {
-                server_model = reply.model;
-            }
-        }
-        if let Some(model) = server_model {
-            out.model = model;
         }
         Ok(out)
+    }
+}
+
+/// Sleeps for `wait`, in short slices so that a cancel ends it at once.
+fn sleep_unless_cancelled(wait: Duration, cancel: &Cancel) -> Result<(), ModelError> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(ModelError::Cancelled);
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        thread::sleep(left.min(Duration::from_millis(20)));
     }
 }
 

@@ -156,8 +156,8 @@ impl BackgroundTask for ConversationSummarizer {
                  embedded = 0",
             params![id, summary.text, summary.model, summary.cost, db::now_ms()],
         )?;
+        failed_jobs::clear_failure(&tx, CONVERSATION_SUMMARIZER, &key)?;
         tx.commit()?;
-        failed_jobs::clear_failure(&self.conn, CONVERSATION_SUMMARIZER, &key)?;
         debug!(conversation = id, "conversation summarised");
         if let Some(embedder) = &self.embedder {
             embedder.nudge();

@@ -35,13 +35,21 @@ impl EmbeddingGenerator {
     ///
     /// The database can not be opened.
     pub fn new(setup: &Setup) -> Result<Self> {
+        let conn = setup.connect()?;
+        // Vectors from another embedding model can not be compared with the
+        // current one's: have those summaries embedded again.
+        conn.execute(
+            "UPDATE summaries SET embedded = 0 WHERE embedded = 1 AND id IN
+                 (SELECT summary_id FROM embeddings WHERE model != ?1)",
+            [setup.model.embedding_model()],
+        )?;
         // `embedded = 0` matches the partial index `summaries_to_embed`.
         let filter = format!(
             "s.embedded = 0 AND {}",
             failed_jobs::may_try_sql("CAST(s.id AS TEXT)")
         );
         Ok(Self {
-            conn: setup.connect()?,
+            conn,
             model: setup.model.clone(),
             setup: setup.clone(),
             pending_sql: format!(
@@ -94,7 +102,7 @@ impl BackgroundTask for EmbeddingGenerator {
     fn run_item(&mut self, batch: Self::Item, _unit: &Unit<'_>) -> Result<Outcome, TaskError> {
         let texts: Vec<String> = batch.iter().map(|(_, text)| text.clone()).collect();
         let what = self.describe(&batch);
-        let embeddings = match self.model.embed(&texts) {
+        let embeddings = match self.model.embed(&texts, &self.setup.cancel) {
             Ok(e) if e.vectors.len() == batch.len() => e,
             Ok(e) => {
                 let error = format!("{} vectors for {} texts", e.vectors.len(), batch.len());
@@ -112,7 +120,9 @@ impl BackgroundTask for EmbeddingGenerator {
                 "INSERT INTO embeddings (summary_id, model, dimension, vector, created_at)
                  SELECT ?1, ?2, ?3, ?4, ?5
                  WHERE EXISTS (SELECT 1 FROM summaries WHERE id = ?1 AND summary = ?6)
-                 ON CONFLICT(summary_id) DO NOTHING",
+                 ON CONFLICT(summary_id) DO UPDATE SET model = excluded.model,
+                     dimension = excluded.dimension, vector = excluded.vector,
+                     created_at = excluded.created_at",
                 params![
                     id,
                     embeddings.model,

@@ -179,8 +179,8 @@ fn capped_count_sql(select_pending: &str) -> String {
     format!("SELECT count(*) FROM ({select_pending} LIMIT {BACKLOG_CAP})")
 }
 
-/// Shortens text for a status line.
-fn short(text: &str, max: usize) -> String {
+/// Shortens text to one line of at most `max` characters.
+pub(crate) fn short(text: &str, max: usize) -> String {
     let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= max {
         flat
