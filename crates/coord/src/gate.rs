@@ -228,14 +228,25 @@ impl Gate {
     /// again once the pause is lifted.
     #[inline]
     pub(crate) fn checkpoint(&self, shutdown: Option<&Shutdown>, works_after: bool) -> Checkpoint {
-        if !requested(self.state.load(Ordering::Relaxed)) {
+        if !self.is_requested_relaxed() {
             return Checkpoint::Continue;
         }
         self.checkpoint_slow(shutdown, works_after)
     }
 
+    /// The fast path's one load, for callers that must compute the rest of
+    /// a checkpoint's arguments only when it is slow.
+    #[inline]
+    pub(crate) fn is_requested_relaxed(&self) -> bool {
+        requested(self.state.load(Ordering::Relaxed))
+    }
+
     #[cold]
-    fn checkpoint_slow(&self, shutdown: Option<&Shutdown>, works_after: bool) -> Checkpoint {
+    pub(crate) fn checkpoint_slow(
+        &self,
+        shutdown: Option<&Shutdown>,
+        works_after: bool,
+    ) -> Checkpoint {
         self.park();
         loop {
             if !self.wait_resumed(shutdown) {

@@ -279,8 +279,10 @@ impl WorkerToken {
     #[inline]
     pub fn check_pause(&self, shutdown: &Shutdown) -> Checkpoint {
         match &self.gate {
-            Some(gate) => gate.checkpoint(Some(shutdown), self.is_active()),
-            None => Checkpoint::Continue,
+            Some(gate) if gate.is_requested_relaxed() => {
+                gate.checkpoint_slow(Some(shutdown), self.is_active())
+            }
+            _ => Checkpoint::Continue,
         }
     }
 
