@@ -334,7 +334,8 @@ fn a_worker_stopped_during_a_pause_winds_down_still_parked() {
         worker.is_parked(),
         "a stop must not make a paused worker run"
     );
-    handle.go.send(()).unwrap(); // the unit returns
-    assert!(worker.stop(PATIENCE).unwrap());
+    handle.go.send(()).unwrap(); // the unit returns, and the thread ends
+    worker.stop(PATIENCE).unwrap();
+    assert!(!worker.is_running());
     assert_eq!(handle.done(), ["0:err"]);
 }
