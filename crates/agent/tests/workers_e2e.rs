@@ -94,15 +94,16 @@ fn worker_tables(stdout: &str) -> Vec<HashMap<String, Row>> {
         let mut table = HashMap::new();
         for row in &lines[i + 1..] {
             let fields: Vec<&str> = row.split_whitespace().collect();
-            if fields.len() < 6 || !WORKERS.contains(&fields[0]) {
+            if fields.len() < 7 || !WORKERS.contains(&fields[0]) {
                 break;
             }
+            // worker, state, total, done, failed, backlog, spend, ...
             table.insert(
                 fields[0].to_owned(),
                 Row {
                     state: fields[1].to_owned(),
-                    done: fields[2].parse().unwrap(),
-                    failed: fields[3].parse().unwrap(),
+                    done: fields[3].parse().unwrap(),
+                    failed: fields[4].parse().unwrap(),
                 },
             );
         }

@@ -92,17 +92,25 @@ fn list(app: &App) {
             .unwrap_or(usize::MAX)
     });
     println!(
-        "{:<24} {:<9} {:>6} {:>6} {:>7} {:>9}  doing / last result",
-        "worker", "state", "done", "failed", "backlog", "spend"
+        "{:<24} {:<9} {:>6} {:>6} {:>6} {:>7} {:>9}  doing / last result",
+        "worker", "state", "total", "done", "failed", "backlog", "spend"
     );
     for s in &statuses {
         println!(
-            "{:<24} {:<9} {:>6} {:>6} {:>7} {:>9}  {}",
+            "{:<24} {:<9} {:>6} {:>6} {:>6} {:>7} {:>9}  {}",
             s.name,
             s.state.as_str(),
+            s.total,
             s.completed,
             s.failed,
-            s.backlog.map_or_else(|| "-".to_owned(), |b| b.to_string()),
+            s.backlog.map_or_else(
+                || "-".to_owned(),
+                |b| if b >= workers::BACKLOG_CAP {
+                    format!("{b}+")
+                } else {
+                    b.to_string()
+                }
+            ),
             format!("${:.4}", s.spend),
             doing(s)
         );
