@@ -2,16 +2,14 @@
 //! summary, or whose summary is older than its last exchange.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use anyhow::Result;
 use nu_coord::{BackgroundTask, Nudger, Outcome, TaskError, Unit};
 use rusqlite::{named_params, params, Connection, OptionalExtension};
 use tracing::debug;
 
-use super::{capped_count_sql, fail, short, summarize, Setup, CONVERSATION_SUMMARIZER};
+use super::{capped_count_sql, short, summarize, Setup, CONVERSATION_SUMMARIZER};
 use crate::db::{self, failed_jobs};
-use crate::model::Model;
 
 const INSTRUCTION: &str = "Summarize the following conversation between a user and an \
     assistant in two or three sentences: what it was about and what came of it. Reply with \
@@ -23,7 +21,6 @@ const MAX_EXCHANGES: i64 = 50;
 /// The conversation summarizer.
 pub struct ConversationSummarizer {
     conn: Connection,
-    model: Arc<dyn Model>,
     setup: Setup,
     embedder: Option<Nudger>,
     pending_sql: String,
@@ -53,7 +50,6 @@ impl ConversationSummarizer {
         );
         Ok(Self {
             conn: setup.connect()?,
-            model: setup.model.clone(),
             setup: setup.clone(),
             embedder,
             pending_sql: format!(
@@ -126,20 +122,15 @@ impl BackgroundTask for ConversationSummarizer {
         let key = id.to_string();
         let what = format!("conversation {id}");
         let transcript = self.transcript(id)?;
-        let summary = match summarize(&*self.model, INSTRUCTION, &transcript, &self.setup) {
-            Ok(summary) => summary,
-            Err(error) => {
-                let setup = &self.setup;
-                return Err(fail(
-                    &self.conn,
-                    setup,
-                    CONVERSATION_SUMMARIZER,
-                    &key,
-                    &what,
-                    &error,
-                ));
-            }
-        };
+        let summary = summarize(
+            &self.conn,
+            &self.setup,
+            CONVERSATION_SUMMARIZER,
+            &key,
+            &what,
+            INSTRUCTION,
+            &transcript,
+        )?;
         let tx = self.conn.transaction()?;
         // A newer summary replaces the old one, and its embedding goes with
         // it so the embedding generator makes a fresh one.

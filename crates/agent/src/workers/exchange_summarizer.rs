@@ -1,15 +1,12 @@
 //! Summarises each completed exchange that has no summary.
 
-use std::sync::Arc;
-
 use anyhow::Result;
 use nu_coord::{BackgroundTask, Nudger, Outcome, TaskError, Unit};
 use rusqlite::{named_params, Connection, OptionalExtension};
 use tracing::debug;
 
-use super::{capped_count_sql, fail, short, summarize, Setup, EXCHANGE_SUMMARIZER};
+use super::{capped_count_sql, short, summarize, Setup, EXCHANGE_SUMMARIZER};
 use crate::db::{self, failed_jobs};
-use crate::model::Model;
 
 const INSTRUCTION: &str = "Summarize the following exchange between a user and an assistant \
     in one or two sentences. Reply with the summary only.";
@@ -25,7 +22,6 @@ pub struct PendingExchange {
 /// The exchange summarizer.
 pub struct ExchangeSummarizer {
     conn: Connection,
-    model: Arc<dyn Model>,
     setup: Setup,
     embedder: Option<Nudger>,
     pending_sql: String,
@@ -48,7 +44,6 @@ impl ExchangeSummarizer {
         );
         Ok(Self {
             conn: setup.connect()?,
-            model: setup.model.clone(),
             setup: setup.clone(),
             embedder,
             pending_sql: format!(
@@ -90,20 +85,15 @@ impl BackgroundTask for ExchangeSummarizer {
         let text = format!("User: {}\nAssistant: {}", item.input, item.reply);
         let key = item.id.to_string();
         let what = format!("exchange {}", item.id);
-        let summary = match summarize(&*self.model, INSTRUCTION, &text, &self.setup) {
-            Ok(summary) => summary,
-            Err(error) => {
-                let setup = &self.setup;
-                return Err(fail(
-                    &self.conn,
-                    setup,
-                    EXCHANGE_SUMMARIZER,
-                    &key,
-                    &what,
-                    &error,
-                ));
-            }
-        };
+        let summary = summarize(
+            &self.conn,
+            &self.setup,
+            EXCHANGE_SUMMARIZER,
+            &key,
+            &what,
+            INSTRUCTION,
+            &text,
+        )?;
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO summaries (subject, subject_id, summary, model, cost, created_at)

@@ -125,19 +125,23 @@ pub fn register(workers: &BackgroundWorkers, setup: &Setup) -> Result<()> {
     Ok(())
 }
 
-/// Asks the model for a summary; an empty one is a failure too. The error
-/// is the line recorded in `failed_jobs`.
+/// Asks the model for a summary of `text`; a failure (an empty summary
+/// counts as one) is recorded for `item` as [`fail`] does, and returned.
 fn summarize(
-    model: &dyn Model,
+    conn: &Connection,
+    setup: &Setup,
+    worker: &str,
+    item: &str,
+    what: &str,
     instruction: &str,
     text: &str,
-    setup: &Setup,
-) -> Result<crate::model::Completion, String> {
-    match model.summarize(instruction, text, &setup.cancel) {
-        Ok(summary) if !summary.text.is_empty() => Ok(summary),
-        Ok(_) => Err("the model returned an empty summary".to_owned()),
-        Err(err) => Err(err.to_string()),
-    }
+) -> Result<crate::model::Completion, nu_coord::TaskError> {
+    let error = match setup.model.summarize(instruction, text, &setup.cancel) {
+        Ok(summary) if !summary.text.is_empty() => return Ok(summary),
+        Ok(_) => "the model returned an empty summary".to_owned(),
+        Err(err) => err.to_string(),
+    };
+    Err(fail(conn, setup, worker, item, what, &error))
 }
 
 /// Records a failed item and, when it is given up, tells the user; returns
