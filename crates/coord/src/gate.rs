@@ -19,8 +19,8 @@
 //! # Invariants
 //!
 //! 1. `RUNNING` is only ever set by a compare-exchange that sees no pause
-//!    requested (`try_run`): on activation, when a unit begins, and when a
-//!    checkpoint is left after a resume. So once an observer has seen
+//!    requested (`try_run`): on activation, when a unit begins, and at a
+//!    checkpoint of an active owner once no pause is requested. So once an observer has seen
 //!    "requested and parked", the owner stays parked until the request is
 //!    lifted: every transition is a read-modify-write on the one word, and
 //!    they are totally ordered. A checkpoint left because of shutdown
@@ -228,17 +228,18 @@ impl Gate {
     /// again once the pause is lifted.
     #[inline]
     pub(crate) fn checkpoint(&self, shutdown: Option<&Shutdown>, works_after: bool) -> Checkpoint {
-        if !self.is_requested_relaxed() {
+        if !requested(self.state.load(Ordering::Relaxed)) {
             return Checkpoint::Continue;
         }
         self.checkpoint_slow(shutdown, works_after)
     }
 
-    /// The fast path's one load, for callers that must compute the rest of
-    /// a checkpoint's arguments only when it is slow.
+    /// The token checkpoint's fast path, in one relaxed load: `true` when
+    /// the owner is running and no pause is requested, the common case in
+    /// which a checkpoint has nothing to do.
     #[inline]
-    pub(crate) fn is_requested_relaxed(&self) -> bool {
-        requested(self.state.load(Ordering::Relaxed))
+    pub(crate) fn is_running_unpaused_relaxed(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == RUNNING
     }
 
     #[cold]

@@ -124,10 +124,11 @@ impl WorkerToken {
     /// `activate_with(Admission::Refuse)`.
     ///
     /// A pausable token counts as running from here on, except when a
-    /// pause is already requested: then it counts as parked until it
-    /// leaves its first [`check_pause`](Self::check_pause) or
-    /// [`begin_unit`](Self::begin_unit), so the work should reach one of
-    /// those before it touches anything a safe state protects.
+    /// pause is already requested: then it counts as parked until its
+    /// first [`check_pause`](Self::check_pause) or
+    /// [`begin_unit`](Self::begin_unit) after the pause is lifted, so the
+    /// work must reach one of those before it touches anything a safe
+    /// state protects.
     ///
     /// # Panics
     ///
@@ -268,8 +269,9 @@ impl WorkerToken {
     /// requested.
     ///
     /// The fast path is one relaxed atomic load: no lock, no system call.
-    /// When shutdown ends a pause, the work stays counted as parked and
-    /// should stop without touching anything a safe state protects.
+    /// When shutdown ends a pause, the work stays counted as parked for
+    /// good, so it must stop without touching anything a safe state
+    /// protects.
     /// As in the original design, `shutdown` is consulted only while
     /// paused: when no pause is requested this returns
     /// [`Checkpoint::Continue`] even after shutdown was requested, so a
@@ -279,11 +281,24 @@ impl WorkerToken {
     #[inline]
     pub fn check_pause(&self, shutdown: &Shutdown) -> Checkpoint {
         match &self.gate {
-            Some(gate) if gate.is_requested_relaxed() => {
-                gate.checkpoint_slow(Some(shutdown), self.is_active())
-            }
-            _ => Checkpoint::Continue,
+            Some(gate) if gate.is_running_unpaused_relaxed() => Checkpoint::Continue,
+            Some(gate) => self.check_pause_cold(gate, shutdown),
+            None => Checkpoint::Continue,
         }
+    }
+
+    /// A checkpoint with something to do: park while a pause is requested,
+    /// or, for an active token that counted as parked (it was activated
+    /// during a pause since lifted), count as running again.
+    #[cold]
+    fn check_pause_cold(&self, gate: &Gate, shutdown: &Shutdown) -> Checkpoint {
+        if gate.is_requested() {
+            return gate.checkpoint_slow(Some(shutdown), self.is_active());
+        }
+        if self.is_active() {
+            gate.try_run();
+        }
+        Checkpoint::Continue
     }
 
     /// Waits until a requested pause has taken effect: the work has parked

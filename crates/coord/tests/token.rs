@@ -255,3 +255,23 @@ fn a_token_activated_during_a_pause_counts_as_parked_until_its_first_checkpoint(
         "running once it has left the checkpoint"
     );
 }
+
+#[test]
+fn a_token_activated_during_a_pause_lifted_before_its_checkpoint_runs_again_there() {
+    let counter = WorkerCounter::new();
+    let token = pausable(&counter);
+    let shutdown = Shutdown::new();
+    token.pause().unwrap();
+    token.activate().unwrap();
+    token.resume().unwrap();
+    assert_eq!(token.check_pause(&shutdown), Checkpoint::Continue);
+    assert!(
+        !token.is_parked(),
+        "working again after its first checkpoint"
+    );
+    token.pause().unwrap();
+    assert!(
+        !token.wait_until_paused(A_MOMENT),
+        "a new pause waits for the next checkpoint"
+    );
+}

@@ -179,7 +179,9 @@ fn stop_is_bounded_and_says_why() {
 
     handle.go.send(()).unwrap();
     handle.go.send(()).unwrap();
-    assert!(worker.stop(PATIENCE).unwrap());
+    // The thread, told to stop already, may be gone before this call.
+    worker.stop(PATIENCE).unwrap();
+    assert!(!worker.is_running());
     assert_eq!(counter.active_count(WorkerKind::BackgroundWorker), 0);
 }
 
