@@ -103,6 +103,12 @@ impl Model for TestModel {
         if self.fail_embed.load(Ordering::SeqCst) {
             return Err(ModelError::Other("the embedding service is down".into()));
         }
+        if texts.iter().any(|t| t.contains("toxic")) {
+            return Err(ModelError::Rejected {
+                status: 400,
+                detail: "this input is not accepted".into(),
+            });
+        }
         self.local.embed(texts, cancel)
     }
 
@@ -592,4 +598,59 @@ fn a_conversation_that_becomes_current_during_a_look_up_is_left_alone() {
         }
         previous = Some(conversation);
     }
+}
+
+#[test]
+fn a_text_the_embedder_refuses_does_not_hold_back_the_others_of_its_batch() {
+    let model = Arc::new(TestModel::default());
+    let mut w = Workers::new(model);
+    let conversation = w.conversation();
+    w.set_current(conversation);
+    let inputs = [
+        "The garden needs water.",
+        "A toxic mould grows in the shed.",
+        "The gutters are clear.",
+        "The fence was painted.",
+    ];
+    let ids: Vec<i64> = inputs
+        .iter()
+        .map(|input| w.exchange(conversation, input, "Noted."))
+        .collect();
+    w.start();
+    w.wait("the refused summary to be given up", |w| {
+        w.summary("exchange", ids[1])
+            .and_then(|(id, ..)| w.failed_job(EMBEDDING_GENERATOR, id))
+            .is_some_and(|job| job.given_up)
+    });
+    for (i, exchange) in ids.iter().enumerate() {
+        let (summary, ..) = w.summary("exchange", *exchange).unwrap();
+        let embedded = w.embedding(summary).is_some();
+        assert_eq!(embedded, i != 1, "exchange {exchange}: {}", inputs[i]);
+        if i != 1 {
+            assert!(w.failed_job(EMBEDDING_GENERATOR, summary).is_none());
+        }
+    }
+}
+
+#[test]
+fn a_model_call_cut_short_by_shutdown_is_not_held_against_the_item() {
+    let model = Arc::new(TestModel::default());
+    let mut w = Workers::new(model.clone());
+    let conversation = w.conversation();
+    w.set_current(conversation);
+    w.exchange(conversation, "The windows are cleaned in May.", "Noted.");
+    w.cancel_model_calls();
+    w.start();
+    w.wait("the summarizer to try", |_| {
+        !model.calls_starting("User:").is_empty()
+    });
+    w.wait("the attempt to end", |w| {
+        w.status(EXCHANGE_SUMMARIZER).failed >= 1
+    });
+    assert_eq!(w.exchange_summaries(), 0);
+    assert!(
+        w.failed_jobs().is_empty(),
+        "nothing is recorded against the item: {:?}",
+        w.failed_jobs()
+    );
 }

@@ -8,7 +8,9 @@ use nu_coord::{BackgroundTask, Nudger, Outcome, TaskError, Unit};
 use rusqlite::{named_params, params, Connection, OptionalExtension};
 use tracing::debug;
 
-use super::{capped_count_sql, short, summarize, Setup, CONVERSATION_SUMMARIZER};
+use super::{
+    capped_count_sql, short, summarize, Setup, CONVERSATION_SUMMARIZER, EMBEDDING_GENERATOR,
+};
 use crate::db::{self, failed_jobs};
 
 const INSTRUCTION: &str = "Summarize the following conversation between a user and an \
@@ -148,6 +150,14 @@ impl BackgroundTask for ConversationSummarizer {
             params![id, summary.text, summary.model, summary.cost, db::now_ms()],
         )?;
         failed_jobs::clear_failure(&tx, CONVERSATION_SUMMARIZER, &key)?;
+        // The new text deserves its own tries at an embedding, whatever
+        // became of the old one's.
+        let summary_id: i64 = tx.query_row(
+            "SELECT id FROM summaries WHERE subject = 'conversation' AND subject_id = ?1",
+            [id],
+            |row| row.get(0),
+        )?;
+        failed_jobs::clear_failure(&tx, EMBEDDING_GENERATOR, &summary_id.to_string())?;
         tx.commit()?;
         debug!(conversation = id, "conversation summarised");
         if let Some(embedder) = &self.embedder {

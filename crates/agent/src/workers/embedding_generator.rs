@@ -12,9 +12,12 @@ use nu_coord::{BackgroundTask, Outcome, TaskError, Unit};
 use rusqlite::{named_params, params, Connection};
 use tracing::debug;
 
-use super::{capped_count_sql, fail, Setup, EMBEDDING_GENERATOR};
+use super::{capped_count_sql, fail, stopped, Setup, EMBEDDING_GENERATOR};
 use crate::db::{self, failed_jobs};
-use crate::model::Model;
+use crate::model::{Embeddings, Model, ModelError};
+
+/// The `config` key remembering the embedding model last used.
+const MODEL_KEY: &str = "embedding.model";
 
 /// Summaries embedded per unit of work.
 pub const EMBEDDING_BATCH: usize = 16;
@@ -37,11 +40,20 @@ impl EmbeddingGenerator {
     pub fn new(setup: &Setup) -> Result<Self> {
         let conn = setup.connect()?;
         // Vectors from another embedding model can not be compared with the
-        // current one's: have those summaries embedded again.
+        // current one's: have those summaries embedded again, and give the
+        // new model its own tries at those the old one gave up on.
+        let model = setup.model.embedding_model();
+        if db::config_get(&conn, MODEL_KEY)?.as_deref() != Some(model) {
+            conn.execute(
+                "DELETE FROM failed_jobs WHERE worker = ?1",
+                [EMBEDDING_GENERATOR],
+            )?;
+            db::config_set(&conn, MODEL_KEY, model)?;
+        }
         conn.execute(
             "UPDATE summaries SET embedded = 0 WHERE embedded = 1 AND id IN
                  (SELECT summary_id FROM embeddings WHERE model != ?1)",
-            [setup.model.embedding_model()],
+            [model],
         )?;
         // `embedded = 0` matches the partial index `summaries_to_embed`.
         let filter = format!(
@@ -108,8 +120,30 @@ impl BackgroundTask for EmbeddingGenerator {
                 let error = format!("{} vectors for {} texts", e.vectors.len(), batch.len());
                 return Err(self.fail_all(&batch, &what, &error));
             }
+            Err(ModelError::Cancelled) => return Err(stopped()),
+            // Refused for what one text holds, perhaps: find which, rather
+            // than hold the whole batch back.
+            Err(err) if batch.len() > 1 && !err.is_transient() => {
+                return self.one_by_one(batch, &what);
+            }
             Err(err) => return Err(self.fail_all(&batch, &what, &err.to_string())),
         };
+        self.store(&batch, &embeddings)?;
+        debug!(count = batch.len(), "summaries embedded");
+        let dimension = embeddings.vectors.first().map_or(0, Vec::len);
+        Ok(
+            Outcome::new(format!("{what} embedded ({dimension} dimensions)"))
+                .with_cost(embeddings.cost),
+        )
+    }
+}
+
+impl EmbeddingGenerator {
+    /// Stores the vectors of a batch, one transaction for all.
+    fn store(&mut self, batch: &[(i64, String)], embeddings: &Embeddings) -> rusqlite::Result<()> {
+        // Stored under the configured name, which is what `/search` and the
+        // re-embedding after a change of model compare.
+        let model = self.model.embedding_model().to_owned();
         let tx = self.conn.transaction()?;
         let now = db::now_ms();
         for ((id, text), vector) in batch.iter().zip(&embeddings.vectors) {
@@ -125,7 +159,7 @@ impl BackgroundTask for EmbeddingGenerator {
                      created_at = excluded.created_at",
                 params![
                     id,
-                    embeddings.model,
+                    model,
                     vector.len() as i64,
                     vector_to_blob(vector),
                     now,
@@ -139,16 +173,48 @@ impl BackgroundTask for EmbeddingGenerator {
             failed_jobs::clear_failure(&tx, EMBEDDING_GENERATOR, &id.to_string())?;
         }
         tx.commit()?;
-        debug!(count = batch.len(), "summaries embedded");
-        let dimension = embeddings.vectors.first().map_or(0, Vec::len);
-        Ok(
-            Outcome::new(format!("{} embedded ({dimension} dimensions)", what))
-                .with_cost(embeddings.cost),
-        )
+        Ok(())
     }
-}
 
-impl EmbeddingGenerator {
+    /// Embeds the items of a refused batch one at a time: those that go
+    /// through are stored, those refused again are recorded on their own.
+    fn one_by_one(&mut self, batch: Vec<(i64, String)>, what: &str) -> Result<Outcome, TaskError> {
+        let (mut done, mut cost, mut last_error) = (0, 0.0, None);
+        for item in batch.iter().cloned() {
+            let single = std::slice::from_ref(&item);
+            match self
+                .model
+                .embed(std::slice::from_ref(&item.1), &self.setup.cancel)
+            {
+                Ok(e) if e.vectors.len() == 1 => {
+                    self.store(single, &e)?;
+                    done += 1;
+                    cost += e.cost;
+                }
+                Ok(_) => {
+                    last_error = Some(self.fail_all(
+                        single,
+                        &format!("summary {}", item.0),
+                        "no vector returned",
+                    ))
+                }
+                Err(ModelError::Cancelled) => return Err(stopped()),
+                Err(err) => {
+                    let what = format!("summary {}", item.0);
+                    last_error = Some(self.fail_all(single, &what, &err.to_string()));
+                }
+            }
+        }
+        match last_error {
+            Some(err) if done == 0 => Err(err),
+            _ => Ok(Outcome::new(format!(
+                "{what}: {done} of {} embedded one by one",
+                batch.len()
+            ))
+            .with_cost(cost)),
+        }
+    }
+
     fn fail_all(&self, batch: &[(i64, String)], what: &str, error: &str) -> TaskError {
         for (id, _) in &batch[1..] {
             let _ = failed_jobs::record_failure(

@@ -29,7 +29,7 @@ pub use exchange_summarizer::ExchangeSummarizer;
 
 use crate::db::failed_jobs::{self, Recorded, RetryPolicy};
 use crate::events::{Event, EventSender};
-use crate::model::{Cancel, Model};
+use crate::model::{Cancel, Model, ModelError};
 
 /// The exchange summarizer's name.
 pub const EXCHANGE_SUMMARIZER: &str = "exchange_summarizer";
@@ -139,9 +139,16 @@ fn summarize(
     let error = match setup.model.summarize(instruction, text, &setup.cancel) {
         Ok(summary) if !summary.text.is_empty() => return Ok(summary),
         Ok(_) => "the model returned an empty summary".to_owned(),
+        Err(ModelError::Cancelled) => return Err(stopped()),
         Err(err) => err.to_string(),
     };
     Err(fail(conn, setup, worker, item, what, &error))
+}
+
+/// The error of a unit cut short by shutdown: not the item's fault, so
+/// nothing is recorded against it.
+fn stopped() -> nu_coord::TaskError {
+    "stopped before the model answered; the item is done at the next start".into()
 }
 
 /// Records a failed item and, when it is given up, tells the user; returns

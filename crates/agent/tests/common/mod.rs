@@ -210,6 +210,11 @@ impl Workers {
         self.workers.start_all().unwrap();
     }
 
+    /// Makes every model call end as cancelled, as at shutdown.
+    pub fn cancel_model_calls(&self) {
+        self.cancel.cancel();
+    }
+
     /// Makes `id` the conversation in progress.
     pub fn set_current(&self, id: i64) {
         self.current.store(id, std::sync::atomic::Ordering::SeqCst);
