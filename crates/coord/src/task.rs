@@ -135,6 +135,41 @@ impl Unit<'_> {
         self.gate.checkpoint(Some(self.shutdown), true)
     }
 
+    /// Runs `work` with the worker counted as parked, then goes back to
+    /// work, first waiting for any pause requested meanwhile to be lifted.
+    ///
+    /// This is for the long part of a unit that touches nothing a safe
+    /// state protects: a call to a model over the network, say. A pause or
+    /// a safe state then takes effect at once instead of waiting for the
+    /// call, and the unit writes its result only once it is allowed to run
+    /// again. Returns `work`'s result with [`Checkpoint::Shutdown`] if the
+    /// worker was asked to stop meanwhile (it then stays parked, and the
+    /// unit must return without writing anything).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use nu_coord::{Outcome, TaskError, Unit};
+    /// fn run_item(text: String, unit: &Unit<'_>) -> Result<Outcome, TaskError> {
+    ///     // Slow, and it reads or writes nothing of ours.
+    ///     let (summary, checkpoint) = unit.parked(|| text.to_uppercase());
+    ///     if checkpoint.is_shutdown() {
+    ///         return Err("stopped".into());
+    ///     }
+    ///     // ... write the summary ...
+    ///     Ok(Outcome::new(summary))
+    /// }
+    /// ```
+    pub fn parked<R>(&self, work: impl FnOnce() -> R) -> (R, Checkpoint) {
+        self.gate.park();
+        let result = work();
+        let resumed = self.gate.begin_unit(Some(self.shutdown));
+        if !resumed || self.shutdown.is_requested() {
+            return (result, Checkpoint::Shutdown);
+        }
+        (result, Checkpoint::Continue)
+    }
+
     /// Returns `true` once the worker has been asked to stop.
     pub fn is_shutdown(&self) -> bool {
         self.shutdown.is_requested()

@@ -1,5 +1,7 @@
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{scripted, wait_for, Step, A_MOMENT, PATIENCE};
@@ -340,4 +342,61 @@ fn a_worker_stopped_during_a_pause_winds_down_still_parked() {
     worker.stop(PATIENCE).unwrap();
     assert!(!worker.is_running());
     assert_eq!(handle.done(), ["0:err"]);
+}
+
+#[test]
+fn a_unit_parked_around_slow_work_pauses_at_once_and_writes_only_after_resume() {
+    struct Slow {
+        started: std::sync::mpsc::Sender<()>,
+        release: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+        wrote: Arc<AtomicBool>,
+        once: bool,
+    }
+    impl nu_coord::BackgroundTask for Slow {
+        type Item = ();
+        fn next_item(&mut self, _: &nu_coord::Unit<'_>) -> Result<Option<()>, nu_coord::TaskError> {
+            Ok(std::mem::take(&mut self.once).then_some(()))
+        }
+        fn describe(&self, _: &()) -> String {
+            "slow".into()
+        }
+        fn run_item(
+            &mut self,
+            _: (),
+            unit: &nu_coord::Unit<'_>,
+        ) -> Result<nu_coord::Outcome, nu_coord::TaskError> {
+            let (_, checkpoint) = unit.parked(|| {
+                self.started.send(()).unwrap();
+                self.release.lock().unwrap().recv().unwrap();
+            });
+            assert!(!checkpoint.is_shutdown());
+            self.wrote.store(true, Ordering::SeqCst);
+            Ok(nu_coord::Outcome::new("written"))
+        }
+    }
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    let wrote = Arc::new(AtomicBool::new(false));
+    let task = Slow {
+        started: started_tx,
+        release: Arc::new(Mutex::new(release_rx)),
+        wrote: wrote.clone(),
+        once: true,
+    };
+    let counter = WorkerCounter::new();
+    let worker = Worker::new("slow", task, &counter, quick());
+    worker.start().unwrap();
+    started_rx.recv_timeout(PATIENCE).unwrap();
+
+    // Mid-call: the pause takes effect at once.
+    worker.pause();
+    assert!(worker.wait_until_paused(Duration::ZERO));
+    release_tx.send(()).unwrap();
+    std::thread::sleep(A_MOMENT);
+    assert!(!wrote.load(Ordering::SeqCst), "no write while paused");
+    assert!(worker.is_parked());
+
+    worker.resume();
+    assert!(wait_for(|| wrote.load(Ordering::SeqCst)));
+    worker.stop(PATIENCE).unwrap();
 }

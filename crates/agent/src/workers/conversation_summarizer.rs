@@ -9,7 +9,7 @@ use rusqlite::{named_params, params, Connection, OptionalExtension};
 use tracing::debug;
 
 use super::{
-    capped_count_sql, short, summarize, Setup, CONVERSATION_SUMMARIZER, EMBEDDING_GENERATOR,
+    capped_count_sql, short, summarize, Item, Setup, CONVERSATION_SUMMARIZER, EMBEDDING_GENERATOR,
 };
 use crate::db::{self, failed_jobs};
 
@@ -120,16 +120,20 @@ impl BackgroundTask for ConversationSummarizer {
         format!("conversation {id}")
     }
 
-    fn run_item(&mut self, id: i64, _unit: &Unit<'_>) -> Result<Outcome, TaskError> {
+    fn run_item(&mut self, id: i64, unit: &Unit<'_>) -> Result<Outcome, TaskError> {
         let key = id.to_string();
         let what = format!("conversation {id}");
         let transcript = self.transcript(id)?;
+        let named = Item {
+            worker: CONVERSATION_SUMMARIZER,
+            key: &key,
+            what: &what,
+        };
         let summary = summarize(
             &self.conn,
             &self.setup,
-            CONVERSATION_SUMMARIZER,
-            &key,
-            &what,
+            unit,
+            named,
             INSTRUCTION,
             &transcript,
         )?;

@@ -111,10 +111,10 @@ impl BackgroundTask for EmbeddingGenerator {
         }
     }
 
-    fn run_item(&mut self, batch: Self::Item, _unit: &Unit<'_>) -> Result<Outcome, TaskError> {
+    fn run_item(&mut self, batch: Self::Item, unit: &Unit<'_>) -> Result<Outcome, TaskError> {
         let texts: Vec<String> = batch.iter().map(|(_, text)| text.clone()).collect();
         let what = self.describe(&batch);
-        let embeddings = match self.model.embed(&texts, &self.setup.cancel) {
+        let embeddings = match self.embed(&texts, unit)? {
             Ok(e) if e.vectors.len() == batch.len() => e,
             Ok(e) => {
                 let error = format!("{} vectors for {} texts", e.vectors.len(), batch.len());
@@ -124,7 +124,7 @@ impl BackgroundTask for EmbeddingGenerator {
             // Refused for what one text holds, perhaps: find which, rather
             // than hold the whole batch back.
             Err(err) if batch.len() > 1 && !err.is_transient() => {
-                return self.one_by_one(batch, &what);
+                return self.one_by_one(batch, &what, unit);
             }
             Err(err) => return Err(self.fail_all(&batch, &what, &err.to_string())),
         };
@@ -139,6 +139,21 @@ impl BackgroundTask for EmbeddingGenerator {
 }
 
 impl EmbeddingGenerator {
+    /// Asks the model for vectors, counted as parked while it works (it
+    /// touches nothing of ours). The outer error is a stop requested
+    /// meanwhile: the unit then returns without writing.
+    fn embed(
+        &self,
+        texts: &[String],
+        unit: &Unit<'_>,
+    ) -> Result<Result<Embeddings, ModelError>, TaskError> {
+        let (result, checkpoint) = unit.parked(|| self.model.embed(texts, &self.setup.cancel));
+        if checkpoint.is_shutdown() {
+            return Err(stopped());
+        }
+        Ok(result)
+    }
+
     /// Stores the vectors of a batch, one transaction for all.
     fn store(&mut self, batch: &[(i64, String)], embeddings: &Embeddings) -> rusqlite::Result<()> {
         // Stored under the configured name, which is what `/search` and the
@@ -178,14 +193,16 @@ impl EmbeddingGenerator {
 
     /// Embeds the items of a refused batch one at a time: those that go
     /// through are stored, those refused again are recorded on their own.
-    fn one_by_one(&mut self, batch: Vec<(i64, String)>, what: &str) -> Result<Outcome, TaskError> {
+    fn one_by_one(
+        &mut self,
+        batch: Vec<(i64, String)>,
+        what: &str,
+        unit: &Unit<'_>,
+    ) -> Result<Outcome, TaskError> {
         let (mut done, mut cost, mut last_error) = (0, 0.0, None);
         for item in batch.iter().cloned() {
             let single = std::slice::from_ref(&item);
-            match self
-                .model
-                .embed(std::slice::from_ref(&item.1), &self.setup.cancel)
-            {
+            match self.embed(std::slice::from_ref(&item.1), unit)? {
                 Ok(e) if e.vectors.len() == 1 => {
                     self.store(single, &e)?;
                     done += 1;

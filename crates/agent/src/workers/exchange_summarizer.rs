@@ -5,7 +5,7 @@ use nu_coord::{BackgroundTask, Nudger, Outcome, TaskError, Unit};
 use rusqlite::{named_params, Connection, OptionalExtension};
 use tracing::debug;
 
-use super::{capped_count_sql, short, summarize, Setup, EXCHANGE_SUMMARIZER};
+use super::{capped_count_sql, short, summarize, Item, Setup, EXCHANGE_SUMMARIZER};
 use crate::db::{self, failed_jobs};
 
 const INSTRUCTION: &str = "Summarize the following exchange between a user and an assistant \
@@ -81,19 +81,16 @@ impl BackgroundTask for ExchangeSummarizer {
         format!("exchange {}", item.id)
     }
 
-    fn run_item(&mut self, item: PendingExchange, _unit: &Unit<'_>) -> Result<Outcome, TaskError> {
+    fn run_item(&mut self, item: PendingExchange, unit: &Unit<'_>) -> Result<Outcome, TaskError> {
         let text = format!("User: {}\nAssistant: {}", item.input, item.reply);
         let key = item.id.to_string();
         let what = format!("exchange {}", item.id);
-        let summary = summarize(
-            &self.conn,
-            &self.setup,
-            EXCHANGE_SUMMARIZER,
-            &key,
-            &what,
-            INSTRUCTION,
-            &text,
-        )?;
+        let named = Item {
+            worker: EXCHANGE_SUMMARIZER,
+            key: &key,
+            what: &what,
+        };
+        let summary = summarize(&self.conn, &self.setup, unit, named, INSTRUCTION, &text)?;
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO summaries (subject, subject_id, summary, model, cost, created_at)

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use nu_coord::{BackgroundWorkers, WorkerOptions};
+use nu_coord::{BackgroundWorkers, Unit, WorkerOptions};
 use rusqlite::Connection;
 
 pub use conversation_summarizer::ConversationSummarizer;
@@ -125,24 +125,38 @@ pub fn register(workers: &BackgroundWorkers, setup: &Setup) -> Result<()> {
     Ok(())
 }
 
-/// Asks the model for a summary of `text`; a failure (an empty summary
-/// counts as one) is recorded for `item` as [`fail`] does, and returned.
+/// The parts of a unit of work that name its item, for the failure record.
+struct Item<'a> {
+    worker: &'a str,
+    key: &'a str,
+    what: &'a str,
+}
+
+/// Asks the model for a summary of `text`, counted as parked while the
+/// model works (it touches nothing of ours; a pause or a backup need not
+/// wait for it). A failure (an empty summary counts as one) is recorded
+/// for the item as [`fail`] does, and returned.
 fn summarize(
     conn: &Connection,
     setup: &Setup,
-    worker: &str,
-    item: &str,
-    what: &str,
+    unit: &Unit<'_>,
+    item: Item<'_>,
     instruction: &str,
     text: &str,
 ) -> Result<crate::model::Completion, nu_coord::TaskError> {
-    let error = match setup.model.summarize(instruction, text, &setup.cancel) {
+    let (result, checkpoint) =
+        unit.parked(|| setup.model.summarize(instruction, text, &setup.cancel));
+    if checkpoint.is_shutdown() {
+        return Err(stopped());
+    }
+    let Item { worker, key, what } = item;
+    let error = match result {
         Ok(summary) if !summary.text.is_empty() => return Ok(summary),
         Ok(_) => "the model returned an empty summary".to_owned(),
         Err(ModelError::Cancelled) => return Err(stopped()),
         Err(err) => err.to_string(),
     };
-    Err(fail(conn, setup, worker, item, what, &error))
+    Err(fail(conn, setup, worker, key, what, &error))
 }
 
 /// The error of a unit cut short by shutdown: not the item's fault, so
