@@ -91,6 +91,10 @@
 //!   that runs for a minute without calling [`Unit::checkpoint`] delays
 //!   every safe state by up to a minute; the prepare's timeout bounds the
 //!   wait, not the unit.
+//! - It can not check what work does while it counts as parked: the
+//!   closure given to [`Unit::parked`], and a unit winding down after a
+//!   checkpoint reported [`Checkpoint::Shutdown`] during a pause, must not
+//!   touch anything a safe state protects. That is a contract, not a check.
 //! - The counts are per process. The database mirror lets other processes
 //!   *read* them; it does not coordinate several writers.
 //! - [`WorkerCounter::all_counts`] reads the kinds one after the other,
