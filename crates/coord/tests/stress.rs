@@ -50,6 +50,12 @@ impl BackgroundTask for Churn {
             if unit.checkpoint().is_shutdown() {
                 return Err("shutdown".into());
             }
+            // Work that touches nothing guarded (not counted as busy) may
+            // overlap a safe state; what follows it may not.
+            let (_, checkpoint) = unit.parked(|| spin(300));
+            if checkpoint.is_shutdown() {
+                return Err("shutdown".into());
+            }
         }
         self.done.fetch_add(1, Ordering::SeqCst);
         match checkpoints {
