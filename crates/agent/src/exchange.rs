@@ -147,32 +147,19 @@ fn run(request: ExchangeRequest, reporter: &mut Reporter) -> Finished {
         .counter
         .token(WorkerKind::Orchestrator)
         .named("exchange");
+    // Up to the exchange's row, a failure leaves nothing recorded.
+    let not_recorded = |error: String| Finished::Failed { id: None, error };
     if let Err(err) = token.activate_with(Admission::Wait(ADMISSION_WAIT)) {
-        return Finished::Failed {
-            id: None,
-            error: err.to_string(),
-        };
+        return not_recorded(err.to_string());
     }
-
     let mut conn = match db::connect(&request.db_path) {
         Ok(conn) => conn,
-        Err(err) => {
-            return Finished::Failed {
-                id: None,
-                error: err.to_string(),
-            }
-        }
+        Err(err) => return not_recorded(err.to_string()),
     };
-    // The context first: if it can not be read, nothing is recorded.
     let mut messages =
         match db::conversation_context(&conn, request.conversation_id, CONTEXT_MESSAGES) {
             Ok(context) => context,
-            Err(err) => {
-                return Finished::Failed {
-                    id: None,
-                    error: format!("could not read the conversation: {err}"),
-                }
-            }
+            Err(err) => return not_recorded(format!("could not read the conversation: {err}")),
         };
     let id = match db::begin_exchange(
         &mut conn,
@@ -181,12 +168,7 @@ fn run(request: ExchangeRequest, reporter: &mut Reporter) -> Finished {
         request.model.name(),
     ) {
         Ok(id) => id,
-        Err(err) => {
-            return Finished::Failed {
-                id: None,
-                error: format!("could not record the exchange: {err}"),
-            }
-        }
+        Err(err) => return not_recorded(format!("could not record the exchange: {err}")),
     };
     debug!(exchange = id, "exchange started");
     messages.push(Message::new(Role::User, request.input.clone()));
