@@ -643,13 +643,10 @@ mod tests {
         assert!(methods.contains(&CopyMethod::File), "{methods:?}");
     }
 
-    /// The claim the file copy rests on: while our read transaction is
-    /// open, a checkpoint by another connection does not write newer pages
-    /// into the database file.
-    #[test]
-    fn a_checkpoint_does_not_write_past_a_pinned_snapshot() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("live.db");
+    /// A live database whose table `t` has 500 rows, all with `v = 0`,
+    /// and the connection that made it.
+    fn live_table(dir: &Path) -> (PathBuf, Connection) {
+        let source = dir.join("live.db");
         let writer = db::connect(&source).unwrap();
         writer
             .execute_batch(
@@ -658,6 +655,24 @@ mod tests {
                  INSERT INTO t SELECT i, 0 FROM n;",
             )
             .unwrap();
+        (source, writer)
+    }
+
+    /// Rows of `t` in the copy at `dest` that are no longer as pinned.
+    fn rows_changed_in(dest: &Path) -> i64 {
+        Connection::open(dest)
+            .unwrap()
+            .query_row("SELECT count(*) FROM t WHERE v != 0", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// The claim the file copy rests on: while our read transaction is
+    /// open, a checkpoint by another connection does not write newer pages
+    /// into the database file.
+    #[test]
+    fn a_checkpoint_does_not_write_past_a_pinned_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, writer) = live_table(dir.path());
 
         let src = db::connect(&source).unwrap();
         src.execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;")
@@ -689,11 +704,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(report.method, CopyMethod::File);
-        let copy = Connection::open(&dest).unwrap();
-        let changed: i64 = copy
-            .query_row("SELECT count(*) FROM t WHERE v != 0", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(changed, 0, "the copy is the pinned snapshot");
+        assert_eq!(rows_changed_in(&dest), 0, "the copy is the pinned snapshot");
 
         // Once the reader is gone, the checkpoint goes through.
         src.execute_batch("ROLLBACK").unwrap();
@@ -708,15 +719,7 @@ mod tests {
     #[test]
     fn a_snapshot_read_from_the_file_alone_survives_a_log_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("live.db");
-        let writer = db::connect(&source).unwrap();
-        writer
-            .execute_batch(
-                "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL);
-                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
-                 INSERT INTO t SELECT i, 0 FROM n;",
-            )
-            .unwrap();
+        let (source, writer) = live_table(dir.path());
         let checkpointer = db::connect(&source).unwrap();
         assert_eq!(checkpoint(&checkpointer), Checkpointed::All);
 
@@ -748,11 +751,7 @@ mod tests {
             Instant::now(),
         )
         .unwrap();
-        let copy = Connection::open(&dest).unwrap();
-        let changed: i64 = copy
-            .query_row("SELECT count(*) FROM t WHERE v != 0", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(changed, 0, "the copy is the pinned snapshot");
+        assert_eq!(rows_changed_in(&dest), 0, "the copy is the pinned snapshot");
         let live: i64 = writer
             .query_row("SELECT min(v) FROM t", [], |r| r.get(0))
             .unwrap();
